@@ -1,0 +1,42 @@
+"""Gymnasium environment for step-wise neural style transfer (``NST-v0``) and its VGG-19 perception.
+
+Importing this package registers ``NST-v0``::
+
+    import gymnasium as gym
+    import nst_env
+
+    env = gym.make("NST-v0", image_size=64)
+"""
+
+from gymnasium.envs.registration import register
+
+from nst_env.images import SAMPLE_CONTENT_DIR, SAMPLE_STYLE_DIR, ImageReadError, load_image
+from nst_env.losses import channel_mean_std, content_loss, gram_matrix, style_loss, style_statistics, total_variation
+from nst_env.style_transfer import NSTEnv, resolve_device
+from nst_env.vgg import VGG19Features, load_vgg19_weights
+
+# The episode length is Gymnasium's TimeLimit (so `gym.make(..., max_episode_steps=N)` works); the env's
+# own limit is switched off under gym.make to avoid two competing limits.
+register(
+    id="NST-v0",
+    entry_point="nst_env.style_transfer:NSTEnv",
+    max_episode_steps=10,
+    kwargs={"max_episode_steps": None},
+)
+
+__all__ = [
+    "NSTEnv",
+    "SAMPLE_CONTENT_DIR",
+    "SAMPLE_STYLE_DIR",
+    "ImageReadError",
+    "VGG19Features",
+    "channel_mean_std",
+    "content_loss",
+    "gram_matrix",
+    "load_image",
+    "load_vgg19_weights",
+    "resolve_device",
+    "style_loss",
+    "style_statistics",
+    "total_variation",
+]

@@ -1,0 +1,172 @@
+"""Reading images of any kind into ``H x W x 3`` uint8 RGB, and folders of them as a data source.
+
+Accepted: anything Pillow reads (JPEG, PNG, BMP, WebP, TIFF, ...) in any mode: grayscale, RGBA (alpha
+composited on white), palette, CMYK, 16-bit and float images (rescaled to 8 bits), tiny or huge ones
+(huge JPEGs are decoded at reduced size when a maximum side is given).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+#: File endings the folder scan picks up (case-insensitive).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+#: The sample photos and paintings shipped with the package (see ``data/SOURCES.md``).
+SAMPLE_DIR = Path(__file__).parent / "data"
+SAMPLE_CONTENT_DIR = SAMPLE_DIR / "content"
+SAMPLE_STYLE_DIR = SAMPLE_DIR / "style"
+
+ImageLike = Union[str, os.PathLike, np.ndarray]
+
+# Stylising a large scan is legitimate; images are bounded by `max_side` instead of Pillow's bomb check.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be decoded, or an array that is not an image."""
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = arr.max(initial=0.0)
+        top = 1.0 if peak <= 1.0 and img.mode == "F" else 255.0 if peak <= 255 else 65535.0
+        gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(img.convert("RGB"))
+
+
+def load_image(source: ImageLike, max_side: int | None = None) -> np.ndarray:
+    """Read an image file or validate an array, returning ``H x W x 3`` uint8 RGB.
+
+    :param source: a path, or an array ``H x W x 3`` (also ``H x W`` or ``H x W x 4``) of uint8, or of
+        floats in ``[0, 1]``.
+    :param max_side: if given, shrink (keeping the aspect ratio) so that the longer side is at most this;
+        JPEGs are then decoded directly at reduced resolution, so huge files stay cheap.
+    :raises FileNotFoundError: a path that does not exist.
+    :raises ImageReadError: a file that is not a readable image, or an array of the wrong shape or type.
+    """
+    if isinstance(source, np.ndarray):
+        return _validate_array(source)
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"Image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            if max_side is not None:
+                img.draft("RGB", (max_side, max_side))
+            img.load()
+            if max_side is not None and max(img.size) > max_side:
+                img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            rgb = _to_rgb(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"Cannot read image {path}: {exc}") from exc
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ImageReadError(f"Image {path} is empty ({rgb.shape[1]}x{rgb.shape[0]}).")
+    return np.ascontiguousarray(rgb)
+
+
+def _validate_array(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4) or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageReadError(f"Expected an image array of shape H x W x 3 (uint8), got shape {arr.shape}.")
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise ImageReadError(f"Expected a uint8 image array (or floats in [0, 1]), got dtype {arr.dtype}.")
+        if not np.isfinite(arr).all():
+            raise ImageReadError("The image array contains NaN or infinite values.")
+        arr = np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize an ``H x W x 3`` uint8 image with antialiasing (bicubic, or Lanczos-area when shrinking)."""
+    if image.shape[1] == width and image.shape[0] == height:
+        return image
+    shrinking = width < image.shape[1] and height < image.shape[0]
+    method = Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC
+    return np.asarray(Image.fromarray(image).resize((width, height), method))
+
+
+def scan_folder(folder: str | os.PathLike) -> list[Path]:
+    """All image files below ``folder`` (recursively, sorted), keeping only those whose header decodes.
+
+    Unreadable files are skipped with a warning that names them.
+
+    :raises FileNotFoundError: the folder does not exist.
+    :raises ValueError: the folder holds no usable image.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"Image folder not found: {root}")
+    usable = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        try:
+            with Image.open(path):  # parses the header only: cheap even for large datasets
+                pass
+            usable.append(path)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            warnings.warn(f"Skipping unreadable image {path}: {exc}", stacklevel=2)
+    if not usable:
+        raise ValueError(
+            f"No usable image in {root} (searched recursively for {', '.join(IMAGE_SUFFIXES)})."
+        )
+    return usable
+
+
+class ImagePool:
+    """A list of image sources (files or arrays) to draw from; unreadable files are dropped with a warning.
+
+    :param sources: a folder, a single file or array, or a sequence of files/arrays.
+    :param max_side: longest side kept after decoding (bounds memory for huge images).
+    :param cache: keep decoded images in memory (sensible for small pools such as the built-in samples).
+    """
+
+    def __init__(self, sources: ImageLike | Sequence[ImageLike], max_side: int, cache: bool | None = None) -> None:
+        if isinstance(sources, (str, os.PathLike)) and Path(sources).is_dir():
+            self.items: list[ImageLike] = list(scan_folder(sources))
+        elif isinstance(sources, (str, os.PathLike, np.ndarray)):
+            self.items = [sources]
+        else:
+            self.items = list(sources)
+        if not self.items:
+            raise ValueError("An image pool needs at least one image.")
+        self.max_side = max_side
+        self.cache_enabled = len(self.items) <= 64 if cache is None else cache
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, index: int) -> np.ndarray:
+        """Decoded ``H x W x 3`` uint8 image number ``index``."""
+        if index in self._cache:
+            return self._cache[index]
+        image = load_image(self.items[index], max_side=self.max_side)
+        if self.cache_enabled:
+            self._cache[index] = image
+        return image
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """A uniformly drawn image; files that fail to decode are dropped (with a warning) and redrawn."""
+        while self.items:
+            index = int(rng.integers(len(self.items)))
+            try:
+                return self.get(index)
+            except ImageReadError as exc:
+                warnings.warn(f"Skipping unreadable image: {exc}", stacklevel=2)
+                self.items.pop(index)
+                self._cache = {}
+        raise ValueError("Every image in the pool failed to decode.")

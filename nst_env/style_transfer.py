@@ -1,0 +1,232 @@
+"""``NST-v0``: step-wise neural style transfer as a Gymnasium environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from nst_env.images import (
+    SAMPLE_CONTENT_DIR,
+    SAMPLE_STYLE_DIR,
+    IMAGE_SUFFIXES,
+    ImageLike,
+    ImagePool,
+    load_image,
+    resize,
+)
+from nst_env.losses import CONTENT_LAYER, STYLE_LAYERS, content_loss, content_style_layers, style_loss, style_statistics
+from nst_env.vgg import VGG19Features
+
+
+def resolve_device(device: torch.device | str) -> torch.device:
+    """``"auto"`` picks CUDA when available, else the CPU; anything else is passed to :class:`torch.device`."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_sample(image: ImageLike) -> ImageLike:
+    """Map the name of a built-in image (e.g. ``"starry_night"``, ``"chelsea"``) to its path; pass others on."""
+    if isinstance(image, str) and not Path(image).exists():
+        for folder in (SAMPLE_STYLE_DIR, SAMPLE_CONTENT_DIR):
+            for path in folder.iterdir():
+                if path.stem == image and path.suffix.lower() in IMAGE_SUFFIXES:
+                    return str(path)
+    return image
+
+
+def to_chw(image: np.ndarray) -> np.ndarray:
+    """``H x W x 3`` uint8 -> ``3 x H x W`` uint8."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1))
+
+
+class NSTEnv(gym.Env):
+    """Step-wise neural style transfer (RL-NST, Feng et al. 2023; RLMiniStyler, Hu et al. 2025).
+
+    The agent repaints a "moving" image, initially the content photo, one step at a time; each step is
+    rewarded by how close the new image's style is to the style image, measured with a frozen VGG-19. Early
+    steps keep the content, later ones add style: the user picks the step they like.
+
+    ## Observation space
+    ``Dict`` of channel-first uint8 images in ``[0, 255]``:
+
+    | key | space | meaning |
+    |---|---|---|
+    | ``moving`` | ``Box(0, 255, (3, H, W), uint8)`` | the current image (the content photo after ``reset``) |
+    | ``style`` | ``Box(0, 255, (3, H, W), uint8)`` | the episode's style image |
+    | ``content`` | ``Box(0, 255, (3, H, W), uint8)`` | the episode's content photo; only with ``observe_content=True`` |
+
+    ## Action space
+    ``Box(0, 1, (3, H, W), float32)``: the next moving image, RGB in ``[0, 1]``. Values outside ``[0, 1]``
+    are clipped; NaN/inf or a wrong shape raise ``ValueError``. The image is quantised to uint8 (what the
+    next observation shows) before the reward is computed, so reward and observation agree exactly.
+
+    ## Reward
+    ``-reward_scale * style_loss(next_moving, style)`` with ``style_loss="meanstd"`` (sum over VGG-19
+    relu1_1..relu4_1 of MSE of channel means + MSE of channel stds; RLMiniStyler) or ``"gram"`` (sum over
+    relu1_2, relu2_2, relu3_3, relu4_3 of Gram-matrix MSE, Gram normalised by C*H*W; RL-NST). ``info`` holds
+    the unscaled ``style_loss``, the ``content_loss`` (feature MSE at relu4_1, or relu2_2 for ``"gram"``)
+    against the episode's content photo, and ``step`` (1-based index of the step just taken).
+
+    ## Starting state
+    ``reset`` draws a content photo and a style image with ``self.np_random`` (so ``reset(seed=...)`` is
+    reproducible), resizes each to ``2*image_size`` square and randomly crops ``image_size`` (the papers'
+    training transform). ``options={"content": PATH_OR_ARRAY, "style": PATH_OR_ARRAY}`` pins either image
+    (arrays are ``H x W x 3`` uint8); a pinned image is resized to ``image_size`` without cropping.
+
+    ## Episode end
+    Never ``terminated``; ``truncated`` after ``max_episode_steps`` steps (default 10). Under ``gym.make``
+    Gymnasium's ``TimeLimit`` applies the limit, so ``gym.make("NST-v0", max_episode_steps=N)`` works.
+
+    ## Arguments
+    | argument | default | meaning |
+    |---|---|---|
+    | ``image_size`` | 256 | side of the square observation and action images |
+    | ``max_episode_steps`` | 10 | steps per episode (``None``: the env never truncates by itself) |
+    | ``style_loss`` | ``"meanstd"`` | ``"meanstd"`` (RLMiniStyler) or ``"gram"`` (RL-NST) |
+    | ``reward_scale`` | 1.0 | reward = ``-reward_scale * style_loss`` |
+    | ``content_dir`` | built-in photos | folder of content images, searched recursively (e.g. MS-COCO) |
+    | ``style_dir`` | built-in paintings | folder of style images, searched recursively (e.g. WikiArt) |
+    | ``style`` | ``None`` | pin one style (path, array, or a built-in name such as ``"starry_night"``) |
+    | ``observe_content`` | ``False`` | add the content photo to the observation (RL-NST's content loss) |
+    | ``device`` | ``"auto"`` | where VGG-19 runs: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... |
+    | ``vgg_weights`` | ``None`` | explicit VGG-19 weights path (see :mod:`nst_env.vgg`) |
+    | ``render_mode`` | ``None`` | ``"rgb_array"``: content, style and moving image side by side |
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        image_size: int = 256,
+        max_episode_steps: int | None = 10,
+        style_loss: str = "meanstd",
+        reward_scale: float = 1.0,
+        content_dir: str | os.PathLike | None = None,
+        style_dir: str | os.PathLike | None = None,
+        style: ImageLike | None = None,
+        observe_content: bool = False,
+        device: torch.device | str = "auto",
+        vgg_weights: str | os.PathLike | None = None,
+        render_mode: str | None = None,
+    ) -> None:
+        if not isinstance(image_size, (int, np.integer)) or image_size < 8:
+            raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}.")
+        if style_loss not in STYLE_LAYERS:
+            raise ValueError(f"style_loss must be one of {sorted(STYLE_LAYERS)}, got {style_loss!r}.")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}.")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}.")
+        self.image_size = int(image_size)
+        self.max_episode_steps = max_episode_steps
+        self.style_loss_kind = style_loss
+        self.reward_scale = float(reward_scale)
+        self.observe_content = observe_content
+        self.render_mode = render_mode
+        self.device = resolve_device(device)
+
+        decode_side = 4 * self.image_size
+        self.content_pool = ImagePool(content_dir or SAMPLE_CONTENT_DIR, max_side=decode_side)
+        if style is not None:
+            self.style_pool = ImagePool(resolve_sample(style), max_side=decode_side)
+        else:
+            self.style_pool = ImagePool(style_dir or SAMPLE_STYLE_DIR, max_side=decode_side)
+
+        self._style_layers = STYLE_LAYERS[style_loss]
+        self._content_layer = CONTENT_LAYER[style_loss]
+        self.vgg = VGG19Features(content_style_layers(style_loss), weights=vgg_weights, device=self.device)
+
+        image_box = spaces.Box(0, 255, (3, self.image_size, self.image_size), np.uint8)
+        keys = {"moving": image_box, "style": image_box}
+        if observe_content:
+            keys["content"] = image_box
+        self.observation_space = spaces.Dict(keys)
+        self.action_space = spaces.Box(0.0, 1.0, (3, self.image_size, self.image_size), np.float32)
+
+        self._content: np.ndarray | None = None
+        self._style: np.ndarray | None = None
+        self._moving: np.ndarray | None = None
+        self._style_target: dict[str, tuple[torch.Tensor, ...]] = {}
+        self._content_target: torch.Tensor | None = None
+        self._steps = 0
+
+    # ------------------------------------------------------------------ data
+    def _training_crop(self, image: np.ndarray) -> np.ndarray:
+        """The papers' transform: resize to ``2s x 2s``, then a random ``s x s`` crop from ``np_random``."""
+        s = self.image_size
+        big = resize(image, 2 * s, 2 * s)
+        top, left = (int(v) for v in self.np_random.integers(0, s + 1, size=2))
+        return big[top : top + s, left : left + s]
+
+    def _pick(self, pool: ImagePool, pinned: ImageLike | None) -> np.ndarray:
+        if pinned is not None:
+            image = load_image(resolve_sample(pinned), max_side=4 * self.image_size)
+            return to_chw(resize(image, self.image_size, self.image_size))
+        return to_chw(self._training_crop(pool.draw(self.np_random)))
+
+    def _to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)
+        return batch.float().div_(255.0)
+
+    # ------------------------------------------------------------------ API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        options = options or {}
+        unknown = set(options) - {"content", "style"}
+        if unknown:
+            raise ValueError(f"Unknown reset options {sorted(unknown)}; expected 'content' and/or 'style'.")
+        self._content = self._pick(self.content_pool, options.get("content"))
+        self._style = self._pick(self.style_pool, options.get("style"))
+        self._moving = self._content
+        self._steps = 0
+        with torch.no_grad():
+            feats = self.vgg(self._to_tensor([self._content, self._style]))
+        self._content_target = feats[self._content_layer][:1]
+        self._style_target = style_statistics(
+            {k: v[1:] for k, v in feats.items()}, self.style_loss_kind, self._style_layers
+        )
+        return self._observation(), {"step": 0}
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
+        if self._moving is None:
+            raise RuntimeError("Call reset() before step().")
+        action = np.asarray(action)
+        if action.shape != self.action_space.shape:
+            raise ValueError(
+                f"Expected an action of shape {self.action_space.shape} (the next image, channel-first RGB in "
+                f"[0, 1]), got shape {action.shape}."
+            )
+        if not np.isfinite(action).all():
+            raise ValueError("The action contains NaN or infinite values; expected an RGB image in [0, 1].")
+        self._moving = np.rint(np.clip(action, 0.0, 1.0) * 255.0).astype(np.uint8)
+        self._steps += 1
+        with torch.no_grad():
+            feats = self.vgg(self._to_tensor([self._moving]))
+            s_loss = float(style_loss(feats, self._style_target, self.style_loss_kind))
+            assert self._content_target is not None
+            c_loss = float(content_loss(feats[self._content_layer], self._content_target))
+        truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
+        info = {"style_loss": s_loss, "content_loss": c_loss, "step": self._steps}
+        return self._observation(), -self.reward_scale * s_loss, False, truncated, info
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        obs = {"moving": self._moving.copy(), "style": self._style.copy()}  # type: ignore[union-attr]
+        if self.observe_content:
+            obs["content"] = self._content.copy()  # type: ignore[union-attr]
+        return obs
+
+    def render(self) -> np.ndarray | None:
+        """``H x 3W x 3`` uint8: content | style | moving (``render_mode="rgb_array"``)."""
+        if self.render_mode != "rgb_array" or self._moving is None:
+            return None
+        return np.concatenate([self._content, self._style, self._moving], axis=2).transpose(1, 2, 0).copy()  # type: ignore[list-item]
