@@ -1,0 +1,262 @@
+"""Building blocks shared by the RL-NST and RLMiniStyler networks.
+
+- :class:`ReflectConv2d`: every convolution of both papers pads by reflection (``kernel_size // 2``).
+- :func:`channel_mean_std` and :func:`adain`: channel statistics with the *unbiased* variance plus ``1e-5``
+  inside the square root, and adaptive instance normalisation (Huang & Belongie, 2017).
+- Filter modulation (MicroAST, Wang et al., 2023; reused by RLMiniStyler, Hu et al., IJCAI 2025): a
+  convolution ``y = conv(x)`` is modulated by per-sample, per-channel vectors ``w, b`` of shape
+  ``N x C x 1 x 1`` as ``w * y + b * x`` (:class:`Modulation`, :class:`ModulationHead`,
+  :class:`ResidualBlock`).
+- Blocks with affine instance normalisation for RL-NST (Feng et al., 2023): :class:`ConvNormReLU`,
+  :class:`NormResidualBlock`.
+- :func:`pad_to_multiple` / :func:`crop_to_size`: the networks downsample by 4, so images whose sides are not
+  multiples of 4 are reflect-padded on the bottom/right before and cropped back after.
+
+All blocks are device-agnostic and autocast-friendly: channel statistics are computed in float32 and cast
+back to the input's dtype.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ReflectConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with reflection padding of ``kernel_size // 2`` on every side.
+
+    The parameters are the plain ``weight`` and ``bias`` of :class:`torch.nn.Conv2d`.
+
+    :param in_channels: input channels.
+    :param out_channels: output channels.
+    :param kernel_size: square kernel size (odd, so the spatial size is kept at stride 1).
+    :param stride: stride (2 halves the spatial size, rounding up).
+    :param groups: channel groups (``in_channels`` for a depthwise convolution).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=kernel_size // 2,
+            groups=groups,
+            padding_mode="reflect",
+        )
+
+
+def channel_mean_std(x: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and ``sqrt(unbiased variance + eps)`` over the ``H * W`` positions.
+
+    Computed in float32 (so that float16 activations under autocast neither overflow nor lose precision).
+
+    :param x: features, ``N x C x H x W`` with ``H * W >= 2``.
+    :param eps: added to the variance before the square root.
+    :return: mean and std, each ``N x C x 1 x 1`` in float32.
+    """
+    flat = x.float().flatten(start_dim=2)
+    mean = flat.mean(dim=2)
+    std = (flat.var(dim=2, unbiased=True) + eps).sqrt()
+    return mean[..., None, None], std[..., None, None]
+
+
+def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Adaptive instance normalisation: give ``content`` the channel mean and std of ``style``.
+
+    :param content: ``N x C x H x W``.
+    :param style: ``N x C x H' x W'`` (any spatial size).
+    :param eps: see :func:`channel_mean_std`.
+    :return: ``N x C x H x W`` in ``content``'s dtype.
+    """
+    content_mean, content_std = channel_mean_std(content, eps)
+    style_mean, style_std = channel_mean_std(style, eps)
+    normalised = (content.float() - content_mean) / content_std
+    return (normalised * style_std + style_mean).to(content.dtype)
+
+
+#: Range of the policies' log-scale (both papers), see :func:`squash_log_scale`.
+LOG_SCALE_MIN, LOG_SCALE_MAX = -10.0, 2.0
+
+
+def squash_log_scale(raw: torch.Tensor) -> torch.Tensor:
+    """Map a raw network output to a log standard deviation in ``[LOG_SCALE_MIN, LOG_SCALE_MAX]``.
+
+    ``-10 + 6 * (tanh(raw) + 1)``, as in both papers' released code.
+
+    :param raw: unbounded head output.
+    """
+    return LOG_SCALE_MIN + 0.5 * (LOG_SCALE_MAX - LOG_SCALE_MIN) * (torch.tanh(raw) + 1.0)
+
+
+class Modulation(NamedTuple):
+    """Per-sample filter-modulation signals, each ``N x C x 1 x 1``."""
+
+    weight: torch.Tensor  #: scales the convolution's output
+    bias: torch.Tensor  #: scales the convolution's input, added to the output
+
+    def apply(self, output: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Filter modulation of one convolution: ``weight * output + bias * inputs``.
+
+        :param output: the convolution's output, ``N x C x H x W``.
+        :param inputs: the convolution's input, same shape (the modulated convolutions keep the channels).
+        """
+        return self.weight * output + self.bias * inputs
+
+    def flatten(self) -> torch.Tensor:
+        """``weight`` and ``bias`` concatenated, ``N x 2C``."""
+        return torch.cat([self.weight.flatten(start_dim=1), self.bias.flatten(start_dim=1)], dim=1)
+
+
+class ModulationHead(nn.Module):
+    """Two heads predicting a :class:`Modulation` from features: a grouped 3x3 convolution each, then global
+    average pooling. ``groups = out_channels`` (depthwise when ``in_channels == out_channels``).
+
+    :param in_channels: feature channels.
+    :param out_channels: channels of the modulated convolution (a divisor of ``in_channels``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.weight_head = ReflectConv2d(in_channels, out_channels, 3, groups=out_channels)
+        self.bias_head = ReflectConv2d(in_channels, out_channels, 3, groups=out_channels)
+
+    def forward(self, features: torch.Tensor) -> Modulation:
+        """:param features: ``N x in_channels x H x W``.
+        :return: weight and bias, each ``N x out_channels x 1 x 1``."""
+        return Modulation(
+            self.weight_head(features).mean(dim=(2, 3), keepdim=True),
+            self.bias_head(features).mean(dim=(2, 3), keepdim=True),
+        )
+
+
+class GroupedDownBlock(nn.Module):
+    """Downsampling by 2 at low cost: a 3x3 stride-2 convolution with ``groups = in_channels``, ReLU, then a
+    1x1 convolution, ReLU (MicroAST's encoder stage, used by RLMiniStyler's actor and our critic).
+
+    :param in_channels: input channels.
+    :param out_channels: output channels (a multiple of ``in_channels``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.spatial = ReflectConv2d(in_channels, out_channels, 3, stride=2, groups=in_channels)
+        self.pointwise = ReflectConv2d(out_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:param x: ``N x in_channels x H x W``. :return: ``N x out_channels x ceil(H/2) x ceil(W/2)``."""
+        return F.relu(self.pointwise(F.relu(self.spatial(x))))
+
+
+class ResidualBlock(nn.Module):
+    """Residual block of two 3x3 convolutions without normalisation, optionally filter-modulated.
+
+    - plain: ``x + conv2(relu(conv1(x)))``;
+    - modulated by ``(w, b)``: ``h = relu(w * conv1(x) + b * x)``, output ``x + w * conv2(h) + b * h``.
+
+    :param channels: input and output channels.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = ReflectConv2d(channels, channels, 3)
+        self.conv2 = ReflectConv2d(channels, channels, 3)
+
+    def forward(self, x: torch.Tensor, modulation: Modulation | None = None) -> torch.Tensor:
+        """:param x: ``N x channels x H x W``.
+        :param modulation: per-sample ``(w, b)`` with ``channels`` entries each; ``None``: a plain block.
+        """
+        if modulation is None:
+            return x + self.conv2(F.relu(self.conv1(x)))
+        hidden = F.relu(modulation.apply(self.conv1(x), x))
+        return x + modulation.apply(self.conv2(hidden), hidden)
+
+
+class ConvNormReLU(nn.Module):
+    """Reflection-padded convolution, affine instance normalisation (eps ``1e-5``), optional ReLU (RL-NST).
+
+    :param in_channels: input channels.
+    :param out_channels: output channels.
+    :param kernel_size: square kernel size.
+    :param stride: stride.
+    :param relu: apply a ReLU after the normalisation.
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, relu: bool = True
+    ) -> None:
+        super().__init__()
+        self.conv = ReflectConv2d(in_channels, out_channels, kernel_size, stride=stride)
+        self.norm = nn.InstanceNorm2d(out_channels, eps=1e-5, affine=True)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:param x: ``N x in_channels x H x W``."""
+        out = self.norm(self.conv(x))
+        return F.relu(out) if self.relu else out
+
+
+class NormResidualBlock(nn.Module):
+    """RL-NST's residual block: ``relu(x + IN(conv(relu(IN(conv(x))))))`` with 3x3 convolutions.
+
+    :param channels: input and output channels.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block1 = ConvNormReLU(channels, channels, 3)
+        self.block2 = ConvNormReLU(channels, channels, 3, relu=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """:param x: ``N x channels x H x W``."""
+        return F.relu(x + self.block2(self.block1(x)))
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad an image on the bottom and right so that its height and width are multiples of ``multiple``.
+
+    Reflection padding where the image is large enough (pad < side), replication otherwise (tiny images).
+    Undo with :func:`crop_to_size`.
+
+    :param x: ``N x C x H x W``.
+    :param multiple: the networks' total downsampling factor (4 for both papers' networks).
+    :return: the padded tensor and the original ``(H, W)``.
+    """
+    height, width = x.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h == 0 and pad_w == 0:
+        return x, (height, width)
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode), (height, width)
+
+
+def crop_to_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop the bottom/right padding added by :func:`pad_to_multiple`.
+
+    :param x: ``... x H' x W'`` with ``H' >= size[0]`` and ``W' >= size[1]``.
+    :param size: the ``(H, W)`` to keep.
+    """
+    return x[..., : size[0], : size[1]]
+
+
+__all__ = [
+    "LOG_SCALE_MAX",
+    "LOG_SCALE_MIN",
+    "ConvNormReLU",
+    "GroupedDownBlock",
+    "Modulation",
+    "ModulationHead",
+    "NormResidualBlock",
+    "ReflectConv2d",
+    "ResidualBlock",
+    "adain",
+    "channel_mean_std",
+    "crop_to_size",
+    "pad_to_multiple",
+    "squash_log_scale",
+]

@@ -1,0 +1,334 @@
+"""StyleSAC: Soft Actor-Critic with an actor-builder head and joint control + generative learning.
+
+Papers:
+- SAC: Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", 2018.
+- SAEC / RL-NST: Feng et al., "Controlling Neural Style Transfer with Deep Reinforcement Learning", 2023.
+- RLMiniStyler: Hu et al., "Light-weight RL Style Agent for Arbitrary Sequential Neural Style Generation",
+  IJCAI 2025.
+
+Every environment step is followed (``train_freq=1``, ``gradient_steps=1``) by one update that reads top to
+bottom in :meth:`StyleSAC.train`:
+
+1. **critic** (control): soft Bellman residual of twin critics against
+   ``r + gamma * (1 - terminated) * (min_j Q'_j(s', a') - alpha * log pi(a'|s'))``, ``a' ~ pi(.|s')``;
+2. **generative**: the policy's image losses (content, style, contrastive, uncertainty-weighted) on replayed
+   states with a fresh reparameterised latent, updating actor + builder;
+3. every ``actor_update_interval`` updates, **actor** (control): ``alpha * log pi(a|s) - min_j Q_j(s, a)`` on
+   a reparameterised sample, and **temperature**: ``-log_alpha * (log pi(a|s) + target_entropy)``;
+4. Polyak averaging of the target critics (``tau``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.buffers import DictReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import polyak_update
+
+from agents.style_sac.policies import MiniStylerPolicy
+from nst_env.vgg import VGG19Features
+
+SelfStyleSAC = TypeVar("SelfStyleSAC", bound="StyleSAC")
+
+
+def replay_memory_bytes(observation_space: spaces.Dict, latent_space: spaces.Box, buffer_size: int, n_envs: int) -> int:
+    """Bytes that SB3's ``DictReplayBuffer`` allocates (observations twice, latents, rewards and flags)."""
+    obs = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in observation_space.spaces.values())
+    latent = int(np.prod(latent_space.shape)) * latent_space.dtype.itemsize
+    per_transition = 2 * obs + latent + 3 * 4
+    return per_transition * buffer_size * n_envs
+
+
+class StyleSAC(OffPolicyAlgorithm):
+    """Soft Actor-Critic whose action is a spatial latent decoded into the next image by a builder.
+
+    Acting: the policy samples a latent, the builder turns it into an image, the env receives the image and
+    the replay buffer stores the latent (no uniform random warm-up: images from noise teach nothing).
+
+    :param policy: the policy class or its alias (``"MiniStylerPolicy"``).
+    :param env: the environment (``NST-v0``) or its id.
+    :param learning_rate: learning rate of critics, builder, loss weights and temperature (paper: 2e-4); the
+        actor's is ``learning_rate * policy_kwargs["actor_lr_ratio"]`` (paper: 2e-5). Constant or schedule.
+    :param buffer_size: replay capacity in transitions (paper: 5,000).
+    :param learning_starts: env steps collected before the first update.
+    :param batch_size: minibatch size of every update (paper: 8).
+    :param tau: soft update coefficient of the target critics (paper: 0.005).
+    :param gamma: discount factor (paper: 0.99).
+    :param train_freq: update every ``train_freq`` env steps (paper: 1).
+    :param gradient_steps: updates per rollout (paper: 1).
+    :param actor_update_interval: actor and temperature update every this many updates (paper: 4).
+    :param ent_coef: temperature ``alpha``: ``"auto"`` (learned, initial 1), ``"auto_0.1"`` (learned, initial
+        0.1) or a fixed float.
+    :param target_entropy: per-latent-element target entropy when the temperature is learned (``"auto"``:
+        -1, i.e. SAC's ``-dim`` for the summed log-probability, divided by ``dim``).
+    :param generative_learning: run the generative update (off: pure SAC, the ablation).
+    :param use_amp: mixed precision for the networks' forward passes (float16 with a gradient scaler on CUDA,
+        bfloat16 on the CPU).
+    :param vgg_weights: explicit VGG-19 weights for the generative losses (see :mod:`nst_env.vgg`).
+    :param replay_buffer_class: replay buffer (default SB3's ``DictReplayBuffer``).
+    :param replay_buffer_kwargs: its extra arguments.
+    :param action_noise: not supported (the latent is Gaussian); must be ``None``.
+    :param stats_window_size: episodes averaged for the rollout logs.
+    :param tensorboard_log: TensorBoard log folder.
+    :param policy_kwargs: extra policy arguments (see :class:`MiniStylerPolicy`).
+    :param verbose: 0 silent, 1 info (prints the replay memory estimate), 2 debug.
+    :param seed: seed of the RNGs.
+    :param device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+    :param _init_setup_model: build the networks now.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MiniStylerPolicy": MiniStylerPolicy}
+    policy: MiniStylerPolicy
+
+    def __init__(
+        self,
+        policy: str | type[MiniStylerPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 2e-4,
+        buffer_size: int = 5_000,
+        learning_starts: int = 100,
+        batch_size: int = 8,
+        tau: float = 0.005,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        actor_update_interval: int = 4,
+        ent_coef: str | float = "auto",
+        target_entropy: str | float = "auto",
+        generative_learning: bool = True,
+        use_amp: bool = False,
+        vgg_weights: str | None = None,
+        replay_buffer_class: type[DictReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        action_noise: ActionNoise | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: torch.device | str = "auto",
+        _init_setup_model: bool = True,
+    ) -> None:
+        if action_noise is not None:
+            raise ValueError("StyleSAC explores through its Gaussian latent; action_noise must be None.")
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size,
+            learning_starts,
+            batch_size,
+            tau,
+            gamma,
+            train_freq,
+            gradient_steps,
+            action_noise=None,
+            replay_buffer_class=replay_buffer_class,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            support_multi_env=True,
+            sde_support=False,
+            supported_action_spaces=(spaces.Box,),
+        )
+        self.actor_update_interval = actor_update_interval
+        self.ent_coef = ent_coef
+        self.target_entropy = target_entropy
+        self.generative_learning = generative_learning
+        self.use_amp = use_amp
+        self.vgg_weights = vgg_weights
+        self.log_ent_coef: torch.Tensor | None = None
+        self.ent_coef_optimizer: torch.optim.Optimizer | None = None
+        if _init_setup_model:
+            self._setup_model()
+
+    # ------------------------------------------------------------------ setup
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
+        self.policy = self.policy.to(self.device)
+        self.latent_space = self.policy.latent_space()
+        if self.replay_buffer is None:
+            need = replay_memory_bytes(self.observation_space, self.latent_space, self.buffer_size, self.n_envs)
+            available = psutil.virtual_memory().available
+            if self.verbose >= 1:
+                print(f"Replay buffer: {self.buffer_size} x {self.n_envs} transitions need {need / 2**30:.2f} GiB "
+                      f"(available: {available / 2**30:.1f} GiB).")
+            if need > 0.9 * available:
+                raise MemoryError(
+                    f"The replay buffer needs {need / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB are "
+                    f"available: lower buffer_size (now {self.buffer_size}), the image size, or store latents "
+                    f"as float16 (policy_kwargs={{'latent_dtype': 'float16'}})."
+                )
+            buffer_class = self.replay_buffer_class or DictReplayBuffer
+            self.replay_buffer = buffer_class(
+                self.buffer_size,
+                self.observation_space,
+                self.latent_space,
+                device=self.device,
+                n_envs=self.n_envs,
+                **self.replay_buffer_kwargs,
+            )
+        self._convert_train_freq()
+        self.vgg = VGG19Features(("relu1_1", "relu2_1", "relu3_1", "relu4_1"), weights=self.vgg_weights, device=self.device)
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp and self.device.type == "cuda")
+
+        if isinstance(self.target_entropy, str):
+            self.target_entropy = -1.0
+        if isinstance(self.ent_coef, str) and self.ent_coef.startswith("auto"):
+            init = float(self.ent_coef.split("_")[1]) if "_" in self.ent_coef else 1.0
+            if init <= 0:
+                raise ValueError(f"The initial temperature must be positive, got {init}.")
+            self.log_ent_coef = torch.log(torch.ones(1, device=self.device) * init).requires_grad_(True)
+            self.ent_coef_optimizer = torch.optim.Adam(
+                [self.log_ent_coef], lr=self.lr_schedule(1), betas=self.policy.adam_betas
+            )
+        else:
+            self.ent_coef_tensor = torch.tensor(float(self.ent_coef), device=self.device)
+
+    # ------------------------------------------------------------------ acting
+    def _sample_action(
+        self, learning_starts: int, action_noise: ActionNoise | None = None, n_envs: int = 1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The env gets the built image, the replay buffer the latent (SB3 hook)."""
+        assert self._last_obs is not None and isinstance(self._last_obs, dict)
+        obs, _ = self.policy.obs_to_tensor(self._last_obs)
+        with torch.no_grad(), self._autocast():
+            latent, image = self.policy.act(obs, deterministic=False)
+        return image.float().cpu().numpy(), latent.float().cpu().numpy().astype(self.latent_space.dtype)
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp)
+
+    # ------------------------------------------------------------------ learning
+    def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.grad_scaler.scale(loss).backward()
+        self.grad_scaler.step(optimizer)
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        self.policy.set_training_mode(True)
+        self._update_optimizer_learning_rates()
+        logs: dict[str, list[float]] = {}
+
+        for _ in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            obs = self.policy.images(data.observations)  # type: ignore[arg-type]
+            next_obs = self.policy.images(data.next_observations)  # type: ignore[arg-type]
+            latents = data.actions.float().view(-1, *self.latent_space.shape)  # SB3 stores flat actions
+            alpha = self.log_ent_coef.exp().detach() if self.log_ent_coef is not None else self.ent_coef_tensor
+
+            # 1. Critic: soft Bellman residual with clipped double-Q targets.
+            with torch.no_grad(), self._autocast():
+                next_sample = self.policy.sample(next_obs)
+                next_q = self.policy.q_values(next_obs["moving"], next_sample.latent, target=True).float().min(dim=0).values
+                next_q = next_q - alpha * next_sample.log_prob.float()
+                target_q = data.rewards.view(-1) + (1.0 - data.dones.view(-1)) * self.gamma * next_q
+            with self._autocast():
+                current_q = self.policy.q_values(obs["moving"], latents).float()
+            critic_loss = 0.5 * sum(F.mse_loss(q, target_q) for q in current_q)
+            assert isinstance(critic_loss, torch.Tensor)
+            self._step(self.policy.critic.optimizer, critic_loss)
+            logs.setdefault("critic_loss", []).append(critic_loss.item())
+
+            # 2. Generative: content + style + contrastive losses through actor and builder.
+            if self.generative_learning:
+                with self._autocast():
+                    generative_loss, terms = self.policy.generative_loss(obs, self.vgg)
+                self._step(self.policy.generative_optimizer, generative_loss)
+                logs.setdefault("generative_loss", []).append(generative_loss.item())
+                for name, value in terms.items():
+                    logs.setdefault(name, []).append(value)
+
+            # 3. Actor and temperature, every `actor_update_interval` updates.
+            if self._n_updates % self.actor_update_interval == 0:
+                with self._autocast():
+                    sample = self.policy.sample(obs)
+                    q_pi = self.policy.q_values(obs["moving"], sample.latent).float().min(dim=0).values
+                log_prob = sample.log_prob.float()
+                actor_loss = (alpha * log_prob - q_pi).mean()
+                self._step(self.policy.actor.optimizer, actor_loss)
+                logs.setdefault("actor_loss", []).append(actor_loss.item())
+                logs.setdefault("entropy", []).append(-log_prob.mean().item())
+                if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+                    ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+                    self.ent_coef_optimizer.zero_grad(set_to_none=True)
+                    ent_coef_loss.backward()
+                    self.ent_coef_optimizer.step()
+                    logs.setdefault("ent_coef_loss", []).append(ent_coef_loss.item())
+            self.grad_scaler.update()
+
+            # 4. Target critics.
+            polyak_update(self.policy.critic.parameters(), self.policy.critic_target.parameters(), self.tau)
+            logs.setdefault("ent_coef", []).append(float(alpha))
+            logs.setdefault("q_value", []).append(current_q.mean().item())
+            self._n_updates += 1
+
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for key, values in logs.items():
+            self.logger.record(f"train/{key}", float(np.mean(values)))
+
+    def _update_optimizer_learning_rates(self) -> None:
+        """Follow the learning-rate schedule, keeping the actor at ``actor_lr_ratio`` of it."""
+        lr = self.lr_schedule(self._current_progress_remaining)
+        self.logger.record("train/learning_rate", lr)
+        ratio = self.policy.actor_lr_ratio
+        for optimizer in [*self.policy.optimizers, *([self.ent_coef_optimizer] if self.ent_coef_optimizer else [])]:
+            for group in optimizer.param_groups:
+                is_actor = optimizer is self.policy.actor.optimizer or group.get("actor", False)
+                group["lr"] = lr * ratio if is_actor else lr
+
+    def learn(
+        self: SelfStyleSAC,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "StyleSAC",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfStyleSAC:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    # ------------------------------------------------------------------ saving
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "vgg", "grad_scaler", "latent_space"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts = ["policy", "policy.actor.optimizer", "policy.critic.optimizer", "policy.generative_optimizer"]
+        if self.ent_coef_optimizer is not None:
+            return [*state_dicts, "ent_coef_optimizer"], ["log_ent_coef"]
+        return state_dicts, ["ent_coef_tensor"]
+
+    def load_pretrained(self, name: str = "rlministyler") -> "StyleSAC":
+        """Start from the authors' released actor + builder (the critics keep their fresh weights).
+
+        :param name: ``"rlministyler"`` (the only released arbitrary-style model) or a folder holding
+            ``actor.pth.tar`` and ``builder.pth.tar``.
+        """
+        from agents.networks.pretrained import load_ministyler_pretrained
+
+        load_ministyler_pretrained(self.policy.actor, self.policy.builder, None if name == "rlministyler" else name)
+        return self
+

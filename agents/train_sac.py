@@ -1,0 +1,245 @@
+"""Train StyleSAC on NST-v0: ``python -m agents.train_sac`` (flags in the style of RL Baselines3 Zoo).
+
+With no arguments it trains a MiniStylerPolicy on the built-in sample images at 64 px (a few minutes on a
+laptop CPU, with a progress bar) and writes a run folder::
+
+    runs/style_sac_NST-v0_1/
+        model.zip           the trained model (StyleSAC.load)
+        config.yml          the effective configuration (hyper-parameters, env kwargs, seed, ...)
+        monitor/0.monitor.csv  episode rewards and lengths (SB3 Monitor)
+        logs/progress.csv   training metrics (critic loss, temperature, content/style losses, ...)
+        checkpoints/        rl_model_<steps>_steps.zip + the latest replay buffer, for --resume
+        eval/               EvalCallback results (evaluations.npz) and the best model
+        sequence.png        the 1..10 stylisation sequence on fixed evaluation pairs
+
+Interrupting (Ctrl-C or SIGTERM) saves a checkpoint first; ``--resume RUN_DIR`` continues with the same step
+count. A SIGKILL loses at most the work since the last checkpoint (``--save-freq``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from agents.inference import sequence_grid, stylize_sequence
+from agents.style_sac import StyleSAC
+from nst_env.images import load_image
+from nst_env.style_transfer import resolve_sample
+
+HYPERPARAMS_FILE = Path(__file__).parent / "hyperparams" / "style_sac.yml"
+#: Fixed (content, style) pairs of the built-in samples used for the sequence picture.
+EVAL_PAIRS = (("chelsea", "starry_night"), ("astronaut", "the_scream"), ("building", "great_wave"))
+#: Keys of the YAML entry that are not StyleSAC constructor arguments.
+RUN_KEYS = ("policy", "n_timesteps", "env_kwargs", "n_envs")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY:VALUE`` pairs (values parsed as YAML; dotted keys reach nested dicts) into a nested dict."""
+    result: dict[str, Any] = {}
+    for item in items:
+        if ":" not in item:
+            raise SystemExit(f"--hyperparams expects KEY:VALUE, got {item!r}.")
+        key, value = item.split(":", 1)
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return result
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge (``update`` wins)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def build_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Hyper-parameters of ``args.env`` from the YAML file, then the command-line flags on top."""
+    table = yaml.safe_load(HYPERPARAMS_FILE.read_text())
+    if args.env not in table:
+        raise SystemExit(f"No hyper-parameters for {args.env!r} in {HYPERPARAMS_FILE} (known: {sorted(table)}).")
+    config = merge(table[args.env], parse_overrides(args.hyperparams))
+    flags = {
+        "policy": args.policy,
+        "n_timesteps": args.n_timesteps,
+        "buffer_size": args.buffer_size,
+        "n_envs": args.n_envs,
+        "use_amp": args.amp or None,
+    }
+    config.update({k: v for k, v in flags.items() if v is not None})
+    env_kwargs = {"image_size": args.image_size, "content_dir": args.content_dir, "style_dir": args.style_dir,
+                  "style": args.style}
+    config["env_kwargs"] = {**config.get("env_kwargs", {}), **{k: v for k, v in env_kwargs.items() if v is not None}}
+    config.setdefault("n_envs", 1)
+    config["env_id"], config["seed"], config["init"] = args.env, args.seed, args.init
+    return config
+
+
+def next_run_dir(log_folder: Path, env_id: str) -> Path:
+    """``log_folder/style_sac_<env>_<k>`` with the next free ``k``."""
+    log_folder.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in log_folder.iterdir() if (m := re.fullmatch(rf"style_sac_{re.escape(env_id)}_(\d+)", p.name))]
+    return log_folder / f"style_sac_{env_id}_{max(taken, default=0) + 1}"
+
+
+def make_env(config: dict[str, Any], run_dir: Path, device: str, resume: bool, seed_offset: int = 0) -> VecEnv:
+    """The (monitored) vectorised training or evaluation env of a run."""
+    n_envs = config["n_envs"] if seed_offset == 0 else 1
+    env_id = config["env_id"] if ":" in config["env_id"] else f"nst_env:{config['env_id']}"  # registers in workers
+    return make_vec_env(
+        env_id,
+        n_envs=n_envs,
+        seed=config["seed"] + seed_offset,
+        env_kwargs={**config["env_kwargs"], "device": device},
+        monitor_dir=str(run_dir / ("monitor" if seed_offset == 0 else "eval")),
+        monitor_kwargs={"override_existing": not resume},
+        vec_env_cls=SubprocVecEnv if n_envs > 1 else DummyVecEnv,
+    )
+
+
+class ResumableCheckpoint(CheckpointCallback):
+    """SB3's CheckpointCallback that also keeps the latest replay buffer (only the latest, to spare disk)."""
+
+    def __init__(self, save_freq: int, save_path: Path) -> None:
+        super().__init__(save_freq, str(save_path), name_prefix="rl_model", save_replay_buffer=False)
+
+    def save_now(self) -> Path:
+        """Write ``rl_model_<steps>_steps.zip`` and ``replay_buffer.pkl``; return the model path."""
+        path = Path(self._checkpoint_path(extension="zip"))
+        self.model.save(path)
+        self.model.save_replay_buffer(Path(self.save_path) / "replay_buffer.pkl")
+        return path
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq == 0:
+            self.save_now()
+        return True
+
+
+def latest_checkpoint(path: Path) -> Path:
+    """The checkpoint to resume from: ``path`` itself, or the newest one in a run folder."""
+    if path.is_file():
+        return path
+    zips = sorted((path / "checkpoints").glob("rl_model_*_steps.zip"), key=lambda p: int(p.stem.split("_")[2]))
+    if not zips:
+        raise SystemExit(f"No checkpoint to resume from in {path / 'checkpoints'}.")
+    return zips[-1]
+
+
+def save_sequence_picture(model: StyleSAC, path: Path, steps: int = 10, side: int = 256) -> Path:
+    """The 1..``steps`` sequence of the fixed evaluation pairs as one labelled grid PNG."""
+    rows = []
+    for content, style in EVAL_PAIRS:
+        c = load_image(resolve_sample(content), max_side=side)
+        s = load_image(resolve_sample(style), max_side=side)
+        rows.append((c, s, stylize_sequence(model.policy, c, s, steps)))
+    sequence_grid(rows).save(path)
+    return path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--env", default="NST-v0", help="environment id")
+    p.add_argument("--policy", default=None, help="policy alias (default from the hyper-parameter file)")
+    p.add_argument("-n", "--n-timesteps", type=int, default=None, help="env steps to train for")
+    p.add_argument("--image-size", type=int, default=None, help="training image side in px")
+    p.add_argument("--content-dir", default=None, help="folder of content photos (recursive), e.g. MS-COCO")
+    p.add_argument("--style-dir", default=None, help="folder of style images (recursive), e.g. WikiArt")
+    p.add_argument("--style", default=None, help="pin one style (path or built-in name): single-style training")
+    p.add_argument("--n-envs", type=int, default=None, help="parallel envs (SubprocVecEnv when > 1)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-f", "--log-folder", default="runs", help="where run folders are created")
+    p.add_argument("--tensorboard-log", default=None, help="also log to TensorBoard in this folder")
+    p.add_argument("--save-freq", type=int, default=500, help="checkpoint every N env steps (0: never)")
+    p.add_argument("--eval-freq", type=int, default=500, help="evaluate every N env steps (0: never)")
+    p.add_argument("--buffer-size", type=int, default=None, help="replay buffer capacity")
+    p.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE",
+                   help="override hyper-parameters, e.g. batch_size:16 policy_kwargs.actor_lr_ratio:0.2")
+    p.add_argument("--init", default=None, help="start actor+builder from released weights: rlministyler")
+    p.add_argument("--resume", default=None,
+                   help="run folder or checkpoint zip to continue from (with -n: a new total step count)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("-v", "--verbose", type=int, default=1)
+    return p.parse_args(argv)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.resume:
+        checkpoint = latest_checkpoint(Path(args.resume))
+        run_dir = checkpoint.parent.parent
+        config = yaml.safe_load((run_dir / "config.yml").read_text())
+        if args.n_timesteps is not None:
+            config["n_timesteps"] = args.n_timesteps
+            (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    else:
+        config = build_config(args)
+        run_dir = next_run_dir(Path(args.log_folder), args.env)
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    env = make_env(config, run_dir, args.device, resume=bool(args.resume))
+
+    algo_kwargs = {k: v for k, v in config.items() if k not in (*RUN_KEYS, "env_id", "seed", "init")}
+    if args.resume:
+        model = StyleSAC.load(checkpoint, env=env, device=args.device)
+        buffer = checkpoint.parent / "replay_buffer.pkl"
+        if buffer.is_file():
+            model.load_replay_buffer(buffer)
+        print(f"Resuming {run_dir} from {checkpoint.name} at step {model.num_timesteps}.")
+    else:
+        model = StyleSAC(config["policy"], env, seed=config["seed"], device=args.device, verbose=args.verbose,
+                         **algo_kwargs)
+        if config.get("init"):
+            model.load_pretrained(config["init"])
+    formats = ["stdout", "csv"] + (["tensorboard"] if args.tensorboard_log else [])
+    model.set_logger(configure(str(run_dir / "logs") if not args.tensorboard_log else args.tensorboard_log, formats))
+
+    checkpoints = ResumableCheckpoint(max(args.save_freq // config["n_envs"], 1), run_dir / "checkpoints")
+    callbacks = [checkpoints] if args.save_freq > 0 else []
+    if args.eval_freq > 0:
+        eval_env = make_env(config, run_dir, args.device, resume=bool(args.resume), seed_offset=1000)
+        callbacks.append(EvalCallback(eval_env, n_eval_episodes=2, eval_freq=max(args.eval_freq // config["n_envs"], 1),
+                                      log_path=str(run_dir / "eval"), best_model_save_path=str(run_dir / "eval"),
+                                      verbose=0))
+    remaining = config["n_timesteps"] - model.num_timesteps
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        if remaining > 0:
+            model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not args.resume,
+                        progress_bar=not args.no_progress, log_interval=10)
+    except KeyboardInterrupt:
+        checkpoints.init_callback(model)
+        path = checkpoints.save_now()
+        print(f"\nInterrupted at step {model.num_timesteps}: saved {path}.\n"
+              f"Continue with: python -m agents.train_sac --resume {run_dir}")
+        return 130
+    finally:
+        env.close()
+    model.save(run_dir / "model.zip")
+    picture = save_sequence_picture(model, run_dir / "sequence.png")
+    print(f"Saved {run_dir / 'model.zip'} and the stylisation sequence {picture}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

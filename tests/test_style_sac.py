@@ -1,0 +1,153 @@
+"""StyleSAC + MiniStylerPolicy: shapes, gradient flow, learning, replay, save/load, callbacks, devices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import SubprocVecEnv
+
+from agents import MiniStylerPolicy, StyleSAC
+from agents.networks.pretrained import PRETRAINED_DIR
+from nst_env.losses import style_loss, style_statistics
+
+SIZE = 32
+FAST = dict(learning_starts=8, batch_size=4, buffer_size=64, verbose=0, device="cpu", seed=0)
+
+
+def make_env(n_envs: int = 1, **kwargs):
+    # "module:EnvId" makes gymnasium import nst_env (and so register NST-v0) inside subprocess workers too
+    return make_vec_env("nst_env:NST-v0", n_envs=n_envs, seed=0, env_kwargs={"image_size": SIZE, "device": "cpu"}, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained() -> StyleSAC:
+    model = StyleSAC("MiniStylerPolicy", make_env(), **FAST)
+    model.learn(40)
+    return model
+
+
+def test_parameter_counts_match_the_paper() -> None:
+    model = StyleSAC("MiniStylerPolicy", make_env(), **FAST)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(model.policy.actor) + count(model.policy.builder) == pytest.approx(371_155, rel=0.01)
+    assert len(model.policy.critic) == 2 and len(model.policy.critic_target) == 2
+
+
+def test_acting_gives_images_and_buffers_latents(trained: StyleSAC) -> None:
+    obs = trained.env.reset()
+    image, _ = trained.predict(obs, deterministic=True)
+    assert image.shape == (1, 3, SIZE, SIZE) and image.dtype == np.float32
+    assert image.min() >= 0.0 and image.max() <= 1.0
+    again, _ = trained.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(image, again)
+    assert trained.latent_space.shape == (64, SIZE // 4, SIZE // 4)
+    stored = trained.replay_buffer.actions[: trained.replay_buffer.pos]
+    assert stored.shape[-1] == 64 * (SIZE // 4) ** 2  # the latent, not the 3 x H x W image
+    assert np.abs(stored).sum() > 0
+
+
+def test_odd_image_sizes_are_padded_and_restored() -> None:
+    env = make_vec_env("NST-v0", n_envs=1, env_kwargs={"image_size": 30, "device": "cpu"})
+    model = StyleSAC("MiniStylerPolicy", env, **FAST)
+    assert model.latent_space.shape == (64, 8, 8)
+    image, _ = model.predict(env.reset())
+    assert image.shape == (1, 3, 30, 30)
+    model.learn(12)
+
+
+def test_latent_gets_gradients_from_q_and_from_style_loss(trained: StyleSAC) -> None:
+    policy = trained.policy
+    obs = trained.env.reset()
+    images = policy.images(policy.obs_to_tensor(obs)[0])
+    sample = policy.sample(images)
+    sample.latent.retain_grad()
+    policy.q_values(images["moving"], sample.latent).min(dim=0).values.sum().backward(retain_graph=True)
+    q_grad = sample.latent.grad.clone()
+    assert q_grad.abs().sum() > 0
+    sample.latent.grad = None
+    feats = trained.vgg(policy.build(sample))
+    with torch.no_grad():
+        target = style_statistics(trained.vgg(images["style"]), "meanstd", list(feats))
+    style_loss(feats, target, "meanstd").backward()
+    assert sample.latent.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.actor.parameters())
+
+
+def test_learning_updates_every_part(trained: StyleSAC) -> None:
+    fresh = StyleSAC("MiniStylerPolicy", make_env(), **FAST)
+    for name in ("actor", "builder", "critic"):
+        before = torch.cat([p.flatten() for p in getattr(fresh.policy, name).parameters()])
+        after = torch.cat([p.flatten() for p in getattr(trained.policy, name).parameters()])
+        assert not torch.equal(before, after), name
+    for q, q_target in zip(trained.policy.critic, trained.policy.critic_target):
+        online = torch.cat([p.flatten() for p in q.parameters()])
+        target = torch.cat([p.flatten() for p in q_target.parameters()])
+        assert not torch.equal(online, target)  # soft, not hard, updates
+    assert float(trained.log_ent_coef.detach().exp()) != pytest.approx(1.0)
+    assert trained._n_updates == 40 - 8  # one update per step after learning_starts
+
+
+def test_logger_records_the_losses(tmp_path) -> None:
+    model = StyleSAC("MiniStylerPolicy", make_env(), **FAST)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(30, log_interval=1)
+    header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
+    for key in ("train/critic_loss", "train/actor_loss", "train/ent_coef", "train/content_loss",
+                "train/style_loss", "train/contrastive_loss", "rollout/ep_rew_mean"):
+        assert key in header
+
+
+def test_save_load_round_trip(trained: StyleSAC, tmp_path) -> None:
+    trained.save(tmp_path / "model.zip")
+    loaded = StyleSAC.load(tmp_path / "model.zip", env=trained.env, device="cpu")
+    obs = trained.env.reset()
+    np.testing.assert_allclose(trained.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0],
+                               atol=1e-6)
+    assert torch.equal(trained.log_ent_coef, loaded.log_ent_coef)
+    opt_a = trained.policy.generative_optimizer.state_dict()["state"]
+    opt_b = loaded.policy.generative_optimizer.state_dict()["state"]
+    assert torch.equal(opt_a[0]["exp_avg"], opt_b[0]["exp_avg"])
+    loaded.learn(10, reset_num_timesteps=False)
+    assert loaded.num_timesteps == trained.num_timesteps + 10
+
+
+def test_works_with_sb3_callbacks_and_subprocess_envs(tmp_path) -> None:
+    env = make_env(n_envs=2, vec_env_cls=SubprocVecEnv)
+    model = StyleSAC("MiniStylerPolicy", env, **FAST)
+    checkpoint = CheckpointCallback(save_freq=5, save_path=str(tmp_path / "ckpt"))
+    evaluation = EvalCallback(make_env(), eval_freq=10, n_eval_episodes=1, log_path=str(tmp_path / "eval"))
+    model.learn(24, callback=[checkpoint, evaluation])
+    env.close()
+    assert len(list((tmp_path / "ckpt").glob("*.zip"))) >= 2
+    assert (tmp_path / "eval" / "evaluations.npz").is_file()
+
+
+def test_float16_latents_and_bfloat16_autocast() -> None:
+    model = StyleSAC("MiniStylerPolicy", make_env(), use_amp=True, policy_kwargs={"latent_dtype": "float16"}, **FAST)
+    model.learn(11)
+    assert model.replay_buffer.actions.dtype == np.float16
+    assert all(torch.isfinite(p).all() for p in model.policy.parameters())
+
+
+def test_refuses_a_replay_buffer_that_cannot_fit() -> None:
+    with pytest.raises(MemoryError, match="buffer_size"):
+        StyleSAC("MiniStylerPolicy", make_env(), **{**FAST, "buffer_size": 10**9})
+
+
+def test_pretrained_initialisation_loads_the_released_actor() -> None:
+    model = StyleSAC("MiniStylerPolicy", make_env(), **FAST).load_pretrained("rlministyler")
+    released = torch.load(PRETRAINED_DIR / "rlministyler" / "actor.pth.tar", map_location="cpu", weights_only=True)
+    ours = sum(float(p.detach().sum()) for p in model.policy.actor.parameters())
+    assert ours == pytest.approx(sum(float(t.sum()) for t in released.values()), rel=1e-5)
+
+
+def test_rejects_action_noise_and_wrong_observations() -> None:
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    with pytest.raises(ValueError, match="action_noise"):
+        StyleSAC("MiniStylerPolicy", make_env(), action_noise=NormalActionNoise(np.zeros(1), np.ones(1)), **FAST)
+    assert issubclass(StyleSAC.policy_aliases["MiniStylerPolicy"], MiniStylerPolicy)
