@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.utils import constant_fn
 
 from agents.style_sac import MiniStylerPolicy, StyleSAC
 from nst_env.style_transfer import resolve_device
@@ -33,7 +32,7 @@ def released_policy(name: str = "rlministyler", device: torch.device | str = "au
 
     if name not in RELEASED:
         raise ModelLoadError(f"Unknown released model {name!r}; expected one of {RELEASED}.")
-    policy = MiniStylerPolicy(*image_spaces(), lr_schedule=constant_fn(0.0))
+    policy = MiniStylerPolicy(*image_spaces(), lr_schedule=lambda _: 0.0)  # inference only: no training
     load_ministyler_pretrained(policy.actor, policy.builder)
     return policy.to(resolve_device(device))
 

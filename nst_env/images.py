@@ -68,13 +68,17 @@ def load_image(source: ImageLike, max_side: int | None = None) -> np.ndarray:
                 img.draft("RGB", (max_side, max_side))
             img.load()
             if max_side is not None and max(img.size) > max_side:
+                if img.mode.startswith("I;16"):
+                    # thumbnail()'s fast pre-reduction (Image.reduce) rejects 16-bit modes, so a large 16-bit
+                    # PNG failed with "image has wrong mode": go to 8-bit RGB first.
+                    img = Image.fromarray(_to_rgb(img))
                 img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
             rgb = _to_rgb(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"Cannot read image {path}: {exc}") from exc
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ImageReadError(f"Image {path} is empty ({rgb.shape[1]}x{rgb.shape[0]}).")
-    return np.ascontiguousarray(rgb)
+    return np.array(rgb, order="C")  # a writable copy (Pillow's buffers are read-only)
 
 
 def _validate_array(arr: np.ndarray) -> np.ndarray:
@@ -97,7 +101,7 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
         return image
     shrinking = width < image.shape[1] and height < image.shape[0]
     method = Image.Resampling.LANCZOS if shrinking else Image.Resampling.BICUBIC
-    return np.asarray(Image.fromarray(image).resize((width, height), method))
+    return np.array(Image.fromarray(image).resize((width, height), method))
 
 
 def scan_folder(folder: str | os.PathLike) -> list[Path]:

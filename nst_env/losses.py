@@ -29,14 +29,16 @@ StyleStats = dict[str, tuple[torch.Tensor, ...]]
 def channel_mean_std(features: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and ``sqrt(unbiased variance + eps)`` over the spatial positions.
 
-    :param features: ``N x C x H x W``.
+    Computed in float32, so float16 activations under autocast neither overflow nor lose precision (the
+    convention of AdaIN and of both papers' released code).
+
+    :param features: ``N x C x H x W`` with ``H * W >= 2``.
     :param eps: added to the variance before the square root.
-    :return: mean and std, each ``N x C x 1 x 1``.
+    :return: mean and std, each ``N x C x 1 x 1`` in float32.
     """
-    n, c = features.shape[:2]
-    flat = features.reshape(n, c, -1)
-    var = flat.var(dim=2, unbiased=flat.shape[2] > 1) + eps
-    return flat.mean(dim=2).view(n, c, 1, 1), var.sqrt().view(n, c, 1, 1)
+    flat = features.float().flatten(start_dim=2)
+    std = (flat.var(dim=2, unbiased=True) + eps).sqrt()
+    return flat.mean(dim=2)[..., None, None], std[..., None, None]
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:

@@ -49,9 +49,9 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run = tmp_path / "style_sac_NST-v0_1"
     deadline = time.time() + 120
-    while time.time() < deadline and not (run / "logs" / "progress.csv").is_file():
-        time.sleep(0.5)
-    time.sleep(2)
+    monitor = run / "monitor" / "0.monitor.csv"
+    while time.time() < deadline and (not monitor.is_file() or len(monitor.read_text().splitlines()) < 3):
+        time.sleep(0.5)  # wait for the first finished episode (10 steps)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out

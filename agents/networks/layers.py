@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nst_env.losses import channel_mean_std  # one definition, shared with the env's style loss
+
 
 class ReflectConv2d(nn.Conv2d):
     """``nn.Conv2d`` with reflection padding of ``kernel_size // 2`` on every side.
@@ -49,21 +51,6 @@ class ReflectConv2d(nn.Conv2d):
             groups=groups,
             padding_mode="reflect",
         )
-
-
-def channel_mean_std(x: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and ``sqrt(unbiased variance + eps)`` over the ``H * W`` positions.
-
-    Computed in float32 (so that float16 activations under autocast neither overflow nor lose precision).
-
-    :param x: features, ``N x C x H x W`` with ``H * W >= 2``.
-    :param eps: added to the variance before the square root.
-    :return: mean and std, each ``N x C x 1 x 1`` in float32.
-    """
-    flat = x.float().flatten(start_dim=2)
-    mean = flat.mean(dim=2)
-    std = (flat.var(dim=2, unbiased=True) + eps).sqrt()
-    return mean[..., None, None], std[..., None, None]
 
 
 def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
