@@ -24,6 +24,21 @@ from nst_env.images import (
 from nst_env.losses import CONTENT_LAYER, STYLE_LAYERS, content_loss, content_style_layers, style_loss, style_statistics
 from nst_env.vgg import VGG19Features
 
+#: The process that imported this module; ``NSTEnv`` compares it with ``os.getpid()`` to notice a forked child.
+_IMPORT_PID = os.getpid()
+
+
+def _fork_safe_torch_threads() -> None:
+    """Use one torch CPU thread in a process forked after this module was imported.
+
+    torch's CPU pool is GNU OpenMP on Linux, which is not fork-safe: a child forked after the parent ran a
+    parallel region hangs in its first one (pytorch/pytorch#17199). ``gym.make_vec(..., "async")`` forks by
+    default, and its workers then hung while building VGG-19. One thread per worker is also the sensible
+    setting for several env processes.
+    """
+    if os.getpid() != _IMPORT_PID and torch.backends.openmp.is_available() and torch.get_num_threads() > 1:
+        torch.set_num_threads(1)
+
 
 def resolve_device(device: torch.device | str) -> torch.device:
     """``"auto"`` picks CUDA when available, else the CPU; anything else is passed to :class:`torch.device`."""
@@ -132,6 +147,7 @@ class NSTEnv(gym.Env):
         self.observe_content = observe_content
         self.render_mode = render_mode
         self.device = resolve_device(device)
+        _fork_safe_torch_threads()
 
         decode_side = 4 * self.image_size
         self.content_pool = ImagePool(content_dir or SAMPLE_CONTENT_DIR, max_side=decode_side)
