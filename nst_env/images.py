@@ -142,6 +142,9 @@ class ImagePool:
         if isinstance(sources, (str, os.PathLike)) and Path(sources).is_dir():
             self.items: list[ImageLike] = list(scan_folder(sources))
         elif isinstance(sources, (str, os.PathLike, np.ndarray)):
+            if not isinstance(sources, np.ndarray) and not Path(sources).expanduser().is_file():
+                # a mistyped content_dir/style_dir/style failed only at the first reset()
+                raise FileNotFoundError(f"Image or image folder not found: {Path(sources).expanduser()}")
             self.items = [sources]
         else:
             self.items = list(sources)

@@ -132,8 +132,9 @@ class NSTEnv(gym.Env):
         vgg_weights: str | os.PathLike | None = None,
         render_mode: str | None = None,
     ) -> None:
-        if not isinstance(image_size, (int, np.integer)) or image_size < 8:
-            raise ValueError(f"image_size must be an integer >= 8, got {image_size!r}.")
+        # 16: the deepest loss layers (relu4_*) are image_size/8 wide, and channel std needs >= 2x2 positions.
+        if not isinstance(image_size, (int, np.integer)) or image_size < 16:
+            raise ValueError(f"image_size must be an integer >= 16, got {image_size!r}.")
         if style_loss not in STYLE_LAYERS:
             raise ValueError(f"style_loss must be one of {sorted(STYLE_LAYERS)}, got {style_loss!r}.")
         if max_episode_steps is not None and max_episode_steps < 1:
