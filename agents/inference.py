@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from agents.style_sac.policies import MiniStylerPolicy
+from agents.style_sac.policies import ActorBuilderPolicy
 
 
 def image_to_tensor(image: np.ndarray, device: torch.device | str) -> torch.Tensor:
@@ -27,11 +27,61 @@ def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
     return (t * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
 
-@torch.no_grad()
+class FrameStylizer:
+    """Stylise a video frame by frame (or one image): ``max(steps)`` steps per frame, keeping ``steps``.
+
+    Each frame's steps start from the frame itself. A recurrent policy (``RLNSTVideoPolicy``) is told the
+    frame and step indices, so that it carries its states over the steps of a frame and from frame to frame
+    (its :attr:`~agents.style_sac.policies.RLNSTVideoPolicy.rollout_hidden`); the first frame resets them.
+
+    :param policy: an actor-builder policy (its device is used).
+    :param style: ``h x w x 3`` uint8 style image (any size); ``None`` for a single-style policy, whose style
+        is in its weights.
+    :param steps: the steps whose images to keep (1-based, e.g. ``(1, 5, 10)``).
+    :param deterministic: use the latent distribution's mean (the papers' inference).
+    """
+
+    def __init__(
+        self, policy: ActorBuilderPolicy, style: np.ndarray | None, steps: Sequence[int], deterministic: bool = True
+    ) -> None:
+        if not steps or min(steps) < 1:
+            raise ValueError(f"steps must be positive step numbers, got {list(steps)}.")
+        if style is None and policy.needs_style_image:
+            raise ValueError(f"{type(policy).__name__} stylises with any style: it needs a style image.")
+        self.policy = policy
+        self.steps = sorted(set(steps))
+        self.deterministic = deterministic
+        self.style = None if style is None else image_to_tensor(style, policy.device)
+        self.frame = 0
+
+    @torch.no_grad()
+    def __call__(self, frame: np.ndarray) -> dict[int, np.ndarray]:
+        """Stylise the next frame.
+
+        :param frame: ``H x W x 3`` uint8 (any size).
+        :return: ``{step: H x W x 3 uint8 image}`` for every kept step.
+        """
+        self.policy.set_training_mode(False)
+        obs = {"moving": image_to_tensor(frame, self.policy.device)}
+        if self.style is not None:
+            obs["style"] = self.style
+        recurrent = "step" in self.policy.required_keys
+        outputs = {}
+        for step in range(self.steps[-1]):
+            if recurrent:
+                obs["frame"] = torch.tensor([self.frame], device=self.policy.device)
+                obs["step"] = torch.tensor([step], device=self.policy.device)
+            _, obs["moving"] = self.policy.act(obs, deterministic=self.deterministic)
+            if step + 1 in self.steps:
+                outputs[step + 1] = tensor_to_image(obs["moving"])
+        self.frame += 1
+        return outputs
+
+
 def stylize_sequence(
-    policy: MiniStylerPolicy,
+    policy: ActorBuilderPolicy,
     content: np.ndarray,
-    style: np.ndarray,
+    style: np.ndarray | None,
     steps: int = 10,
     deterministic: bool = True,
 ) -> list[np.ndarray]:
@@ -39,22 +89,16 @@ def stylize_sequence(
 
     :param policy: an actor-builder policy (its device is used).
     :param content: ``H x W x 3`` uint8 content photo (any size).
-    :param style: ``h x w x 3`` uint8 style image (any size).
+    :param style: ``h x w x 3`` uint8 style image (any size); ``None`` for a single-style policy, whose style
+        is in its weights.
     :param steps: how many steps to run.
     :param deterministic: use the latent distribution's mean (the papers' inference).
     :return: ``steps`` uint8 images ``H x W x 3``.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}.")
-    policy.set_training_mode(False)
-    device = policy.device
-    images = {"moving": image_to_tensor(content, device), "style": image_to_tensor(style, device)}
-    outputs = []
-    for _ in range(steps):
-        _, moving = policy.act(images, deterministic=deterministic)
-        outputs.append(tensor_to_image(moving))
-        images["moving"] = moving
-    return outputs
+    outputs = FrameStylizer(policy, style, range(1, steps + 1), deterministic)(content)
+    return [outputs[k] for k in sorted(outputs)]
 
 
 def _label(image: Image.Image, text: str) -> Image.Image:

@@ -1,4 +1,9 @@
-"""Finding a policy by name or path: released weights (``rlministyler``) or a saved StyleSAC zip."""
+"""Finding a policy by name or path: released weights or a saved StyleSAC zip.
+
+Released models (the papers' authors' weights, shipped in ``agents/pretrained``): ``rlministyler``
+(RLMiniStyler, any style; Hu et al., IJCAI 2025) and ``rlnst:blue_swirls``, ``rlnst:fire``,
+``rlnst:maxresdefault`` (RL-NST, one style each; Feng et al., 2023).
+"""
 
 from __future__ import annotations
 
@@ -9,37 +14,61 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.style_sac import MiniStylerPolicy, StyleSAC
+from agents.networks.pretrained import RLNST_STYLES, rlnst_style_image_path
+from agents.style_sac import ActorBuilderPolicy, MiniStylerPolicy, RLNSTPolicy, StyleSAC
+from agents.style_sac.policies import RLNST_PREFIX
 from nst_env.style_transfer import resolve_device
 
 #: Names of the released models shipped with the package.
-RELEASED = ("rlministyler",)
+RELEASED = ("rlministyler", *(RLNST_PREFIX + style for style in RLNST_STYLES))
 
 
 class ModelLoadError(ValueError):
     """A model that is missing, corrupt, or not an actor-builder policy."""
 
 
-def image_spaces(size: int = 256) -> tuple[spaces.Dict, spaces.Box]:
-    """Observation and action spaces of ``NST-v0`` at ``size`` px (a policy built without an env)."""
+def image_spaces(size: int = 256, keys: tuple[str, ...] = ("moving", "style")) -> tuple[spaces.Dict, spaces.Box]:
+    """Observation and action spaces of ``NST-v0`` at ``size`` px (a policy built without an env).
+
+    :param size: image side in pixels.
+    :param keys: the observation's image keys (a policy's ``required_keys``).
+    """
     image = spaces.Box(0, 255, (3, size, size), np.uint8)
-    return spaces.Dict({"moving": image, "style": image}), spaces.Box(0.0, 1.0, (3, size, size), np.float32)
+    return spaces.Dict({key: image for key in keys}), spaces.Box(0.0, 1.0, (3, size, size), np.float32)
 
 
-def released_policy(name: str = "rlministyler", device: torch.device | str = "auto") -> MiniStylerPolicy:
-    """A :class:`MiniStylerPolicy` holding the authors' released actor + builder (MIT licence)."""
-    from agents.networks.pretrained import load_ministyler_pretrained
+def released_policy(name: str = "rlministyler", device: torch.device | str = "auto") -> ActorBuilderPolicy:
+    """A policy holding released actor + builder weights (the authors', MIT licence).
 
+    :param name: one of :data:`RELEASED`: ``"rlministyler"`` (a :class:`MiniStylerPolicy`) or
+        ``"rlnst:<style>"`` (an :class:`RLNSTPolicy`).
+    :param device: where the policy lives (``"auto"``: CUDA when available).
+    :raises ModelLoadError: for an unknown name.
+    """
     if name not in RELEASED:
         raise ModelLoadError(f"Unknown released model {name!r}; expected one of {RELEASED}.")
-    policy = MiniStylerPolicy(*image_spaces(), lr_schedule=lambda _: 0.0)  # inference only: no training
-    load_ministyler_pretrained(policy.actor, policy.builder)
+    policy_class = RLNSTPolicy if name.startswith(RLNST_PREFIX) else MiniStylerPolicy
+    policy = policy_class(*image_spaces(keys=policy_class.required_keys), lr_schedule=lambda _: 0.0)  # inference only
+    policy.load_released(name)
     return policy.to(resolve_device(device))
 
 
-def load_policy(model: str | Path | None = None, device: torch.device | str = "auto") -> MiniStylerPolicy:
+def released_style_image(name: str) -> Path | None:
+    """The style image a released single-style model was trained on (``None``: not published, or not a
+    single-style model).
+
+    :param name: a released model's name, e.g. ``"rlnst:blue_swirls"``.
+    """
+    if not name.startswith(RLNST_PREFIX):
+        return None
+    return rlnst_style_image_path(name.removeprefix(RLNST_PREFIX))
+
+
+def load_policy(model: str | Path | None = None, device: torch.device | str = "auto") -> ActorBuilderPolicy:
     """The policy of a released model name (default ``rlministyler``) or of a ``StyleSAC.save`` zip.
 
+    :param model: one of :data:`RELEASED`, or the path of a saved StyleSAC model (``.zip`` optional).
+    :param device: where the policy lives (``"auto"``: CUDA when available).
     :raises ModelLoadError: a missing, corrupt or incompatible model file (the message says which).
     """
     if model is None or str(model) in RELEASED:
@@ -52,7 +81,7 @@ def load_policy(model: str | Path | None = None, device: torch.device | str = "a
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path} is not a StyleSAC model: not a zip archive (corrupt or wrong file).")
     try:
-        algo = StyleSAC.load(path, device=resolve_device(device), buffer_size=1)
+        algo = StyleSAC.load(path, device=resolve_device(device), buffer_size=1, verbose=0)
     except Exception as exc:  # noqa: BLE001 - SB3 raises many kinds for broken archives
         raise ModelLoadError(f"Could not load {path} as a StyleSAC model: {type(exc).__name__}: {exc}") from exc
     return algo.policy

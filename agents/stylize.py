@@ -1,11 +1,17 @@
-"""Stylise images step by step: ``python -m agents.stylize --content C --style S [--steps 10] [--out DIR]``.
+"""Stylise images or a video step by step: ``python -m agents.stylize --content C --style S [--steps 10]``.
 
 For every (content, style) pair it writes one PNG per step at the content image's own size, a strip of all
 steps and an animated GIF. ``--content`` and ``--style`` take files or folders (every pair is processed).
-Without ``--model`` it uses the authors' released RLMiniStyler weights, shipped with the package.
 
-Images too large for the memory at hand are processed at the largest size that fits (with a note) and the
-outputs are resized back to the content's size.
+``--video IN --steps 1 5 10`` stylises a video frame by frame (each frame's steps start from the frame) and
+writes one video per listed step, with the input's frame count, frame size and frame rate; a recurrent
+video model (``RLNSTVideoPolicy``) carries its states over the steps and frames.
+Without ``--model`` it uses the authors' released RLMiniStyler weights, shipped with the package;
+``--model rlnst:blue_swirls`` (``fire``, ``maxresdefault``) uses a released RL-NST single-style model, which
+needs no ``--style`` (outputs are named after its style).
+
+Images (and frames) too large for the memory at hand are processed at the largest size that fits (with a
+note) and the outputs are resized back to the input's size.
 """
 
 from __future__ import annotations
@@ -14,15 +20,18 @@ import argparse
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import psutil
 import torch
 from tqdm import tqdm
 
-from agents.inference import save_sequence, stylize_sequence
-from agents.models import ModelLoadError, load_policy
+from agents.inference import FrameStylizer, save_sequence, stylize_sequence
+from agents.models import ModelLoadError, load_policy, released_style_image
+from agents.style_sac import ActorBuilderPolicy
 from nst_env.images import ImageReadError, load_image, resize, scan_folder
 from nst_env.style_transfer import resolve_device, resolve_sample
+from nst_env.video import FOURCC, VideoReadError, iter_video_frames, open_video_writer, video_properties
 
 #: Approximate peak bytes per content pixel of one actor + builder step in float32 (measured with
 #: benchmarks at 512-2048 px, rounded up).
@@ -58,12 +67,33 @@ def fit_to_memory(image: np.ndarray, budget: int, max_side: int | None) -> np.nd
     return resize(image, max(4, int(w * scale)), max(4, int(h * scale)))
 
 
+def style_list(spec: str | None, model: str | None, policy: ActorBuilderPolicy) -> list[tuple[str, Path | None]]:
+    """``(name, image)`` of each style to process: ``--style``, or for a single-style model without it, the
+    model's own style (its shipped image where there is one; outputs are named after it).
+
+    :param spec: the ``--style`` argument.
+    :param model: the ``--model`` argument.
+    :param policy: the loaded policy.
+    :raises ValueError: an arbitrary-style model without ``--style``.
+    """
+    if spec is not None:
+        return [(path.stem, path) for path in image_list(spec)]
+    if policy.needs_style_image:
+        raise ValueError(f"--style is required: {model or 'rlministyler'} stylises with any style image.")
+    return [(Path(str(model).split(":")[-1]).stem, released_style_image(str(model)))]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=None, help="StyleSAC .zip, or a released model name (default: rlministyler)")
-    p.add_argument("--content", required=True, help="content image, folder of images, or built-in name")
-    p.add_argument("--style", required=True, help="style image, folder of images, or built-in name")
-    p.add_argument("--steps", type=int, default=10, help="stylisation steps")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--content", help="content image, folder of images, or built-in name")
+    source.add_argument("--video", help="video file to stylise frame by frame (OpenCV reads it)")
+    p.add_argument("--style", default=None,
+                   help="style image, folder of images, or built-in name (single-style models: optional, names "
+                        "the outputs)")
+    p.add_argument("--steps", type=int, nargs="+", default=[10],
+                   help="images: steps to run (all are saved; the largest counts); video: one output per step")
     p.add_argument("--out", default="stylized", help="output folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
     p.add_argument("--max-side", type=int, default=None, help="process at most this long a side (outputs are resized back)")
@@ -71,35 +101,123 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def fitted(image: np.ndarray, name: str, device: torch.device, max_side: int | None) -> np.ndarray:
+    """``image`` shrunk to fit the memory and ``--max-side`` (:func:`fit_to_memory`), with a note if it was.
+
+    :param image: ``H x W x 3`` uint8.
+    :param name: what to call it in the note.
+    :param device: where the policy runs.
+    :param max_side: the ``--max-side`` argument.
+    """
+    work = fit_to_memory(image, memory_budget(device), max_side)
+    if work.shape != image.shape:
+        print(f"note: {name} is processed at {work.shape[1]}x{work.shape[0]} to fit memory or --max-side, then "
+              f"resized back to {image.shape[1]}x{image.shape[0]}.")
+    return work
+
+
+def stylize_image_file(
+    policy: ActorBuilderPolicy, path: Path, style: np.ndarray | None, stem: str, args: argparse.Namespace
+) -> str:
+    """Write one PNG per step (up to ``max(--steps)``), a strip and a GIF for one content image.
+
+    :param policy: the loaded policy.
+    :param path: the content image.
+    :param style: the style image (``None`` for a single-style model).
+    :param stem: the outputs' file-name stem.
+    :param args: the parsed command line (``steps``, ``out``, ``device``, ``max_side``, ``sample``).
+    :return: what was written, for the log.
+    """
+    content = load_image(path)
+    work = fitted(content, path.name, policy.device, args.max_side)
+    outputs = stylize_sequence(policy, work, style, max(args.steps), deterministic=not args.sample)
+    outputs = [resize(o, content.shape[1], content.shape[0]) for o in outputs]
+    paths = save_sequence(outputs, Path(args.out), stem)
+    return f"{len(outputs)} steps -> {paths[-2]}"
+
+
+def stylize_video_file(
+    policy: ActorBuilderPolicy, path: Path, style: np.ndarray | None, stem: str, args: argparse.Namespace
+) -> str:
+    """Write one video per requested step, with the input's frame count, frame size and frame rate.
+
+    Decoded frames are stylised once; a frame the container shows several times (empty "repeat" entries,
+    see :func:`~nst_env.video.iter_video_frames`) is written as often. The codec follows the input's file
+    ending where OpenCV can write it (:data:`~nst_env.video.FOURCC`), else MPEG-4 in ``.mp4``.
+
+    :param policy: the loaded policy.
+    :param path: the input video.
+    :param style: the style image (``None`` for a single-style model).
+    :param stem: the outputs' file-name stem.
+    :param args: the parsed command line (``steps``, ``out``, ``device``, ``max_side``, ``sample``).
+    :return: what was written, for the log.
+    """
+    properties = video_properties(path)
+    suffix = path.suffix.lower() if path.suffix.lower() in FOURCC else ".mp4"
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stylizer = FrameStylizer(policy, style, args.steps, deterministic=not args.sample)
+    paths = {step: out_dir / f"{stem}_step{step:02d}{suffix}" for step in stylizer.steps}
+    writers: dict[int, cv2.VideoWriter] = {}
+    pending: dict[int, np.ndarray] = {}
+    written = 0
+
+    def write(outputs: dict[int, np.ndarray], times: int) -> int:
+        for step, image in outputs.items():
+            bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+            for _ in range(times):
+                writers[step].write(bgr)
+        return times
+
+    try:
+        with tqdm(total=max(properties.frame_count, 1), unit="frame", desc=path.name) as bar:
+            for index, frame in iter_video_frames(path):
+                if not writers:
+                    work_size = fitted(frame, path.name, policy.device, args.max_side).shape
+                    fps = properties.fps if properties.fps > 0 else 25.0
+                    writers = {s: open_video_writer(p, fps, frame.shape[1], frame.shape[0]) for s, p in paths.items()}
+                if pending:  # the previous frame is shown until this one's position
+                    written += write(pending, max(1, index - written))
+                    bar.update(written - bar.n)
+                work = resize(frame, work_size[1], work_size[0])
+                pending = {s: resize(o, frame.shape[1], frame.shape[0]) for s, o in stylizer(work).items()}
+            if not pending:
+                raise VideoReadError(f"{path} holds no decodable frame.")
+            written += write(pending, max(1, properties.frame_count - written))
+            bar.update(written - bar.n)
+    finally:
+        for writer in writers.values():
+            writer.release()
+    return f"{stylizer.frame} frames, steps {stylizer.steps} -> {', '.join(str(p) for p in paths.values())}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        if args.steps < 1:
+        if min(args.steps) < 1:
             raise ValueError(f"--steps must be >= 1, got {args.steps}.")
-        contents, styles = image_list(args.content), image_list(args.style)
+        inputs = [Path(args.video)] if args.video else image_list(args.content)
+        if args.video:
+            video_properties(inputs[0])  # a missing or unreadable video is reported here
         device = resolve_device(args.device)
         policy = load_policy(args.model, device)
+        styles = style_list(args.style, args.model, policy)
+        if args.style is not None and not policy.needs_style_image:
+            print(f"note: {args.model} is a single-style model: --style only names the outputs.")
     except (FileNotFoundError, ValueError, ModelLoadError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out_dir = Path(args.out)
+    stylize_file = stylize_video_file if args.video else stylize_image_file
     failures = 0
-    for content_path in tqdm(contents, desc="content", disable=len(contents) * len(styles) == 1):
-        for style_path in styles:
+    for input_path in tqdm(inputs, desc="content", disable=len(inputs) * len(styles) == 1 or bool(args.video)):
+        for style_name, style_path in styles:
             try:
-                content = load_image(content_path)
-                style = load_image(style_path, max_side=1024)
-                work = fit_to_memory(content, memory_budget(device), args.max_side)
-                if work.shape != content.shape:
-                    print(f"note: {content_path.name} is processed at {work.shape[1]}x{work.shape[0]} to fit memory "
-                          f"or --max-side, then resized back to {content.shape[1]}x{content.shape[0]}.")
-                outputs = stylize_sequence(policy, work, style, args.steps, deterministic=not args.sample)
-                outputs = [resize(o, content.shape[1], content.shape[0]) for o in outputs]
-                paths = save_sequence(outputs, out_dir, f"{content_path.stem}__{style_path.stem}")
-                print(f"{content_path.name} x {style_path.name}: {len(outputs)} steps -> {paths[-2]}")
-            except (ImageReadError, FileNotFoundError, ValueError, torch.cuda.OutOfMemoryError, MemoryError) as exc:
+                style = load_image(style_path, max_side=1024) if policy.needs_style_image and style_path else None
+                message = stylize_file(policy, input_path, style, f"{input_path.stem}__{style_name}", args)
+                print(f"{input_path.name} x {style_name}: {message}")
+            except (ImageReadError, OSError, ValueError, torch.cuda.OutOfMemoryError, MemoryError) as exc:
                 failures += 1
-                print(f"error: {content_path.name} x {style_path.name}: {exc}", file=sys.stderr)
+                print(f"error: {input_path.name} x {style_name}: {exc}", file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -1,7 +1,9 @@
 """Train StyleSAC on NST-v0: ``python -m agents.train_sac`` (flags in the style of RL Baselines3 Zoo).
 
 With no arguments it trains a MiniStylerPolicy on the built-in sample images at 64 px (a few minutes on a
-laptop CPU, with a progress bar) and writes a run folder::
+laptop CPU, with a progress bar). ``--policy RLNSTPolicy --style NAME_OR_PATH`` trains an RL-NST single-style
+model instead (the env then pins the style, observes the content photo and rewards the Gram style loss, from
+the ``NST-v0/RLNSTPolicy`` entry of the hyper-parameter file). Either writes a run folder::
 
     runs/style_sac_NST-v0_1/
         model.zip           the trained model (StyleSAC.load)
@@ -28,21 +30,26 @@ from typing import Any
 
 import torch
 import yaml
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from agents.inference import sequence_grid, stylize_sequence
+from agents.networks.pretrained import rlnst_style_image_path
 from agents.style_sac import StyleSAC
+from agents.style_sac.policies import RLNST_PREFIX
 from nst_env.images import load_image
 from nst_env.style_transfer import resolve_sample
 
 HYPERPARAMS_FILE = Path(__file__).parent / "hyperparams" / "style_sac.yml"
 #: Fixed (content, style) pairs of the built-in samples used for the sequence picture.
 EVAL_PAIRS = (("chelsea", "starry_night"), ("astronaut", "the_scream"), ("building", "great_wave"))
-#: Keys of the YAML entry that are not StyleSAC constructor arguments.
-RUN_KEYS = ("policy", "n_timesteps", "env_kwargs", "n_envs")
+#: Keys of a run configuration that are not algorithm constructor arguments (``noise_*``: RL Zoo's action noise
+#: of TD3-like algorithms, see :mod:`agents.train`).
+RUN_KEYS = ("policy", "n_timesteps", "env_kwargs", "n_envs", "algo", "noise_type", "noise_std")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -68,14 +75,61 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Hyper-parameters of ``args.env`` from the YAML file, then the command-line flags on top."""
-    table = yaml.safe_load(HYPERPARAMS_FILE.read_text())
-    if args.env not in table:
-        raise SystemExit(f"No hyper-parameters for {args.env!r} in {HYPERPARAMS_FILE} (known: {sorted(table)}).")
-    config = merge(table[args.env], parse_overrides(args.hyperparams))
+def hyperparams_key(table: dict[str, Any], env_id: str, policy: str | None, source: Path = HYPERPARAMS_FILE) -> str:
+    """The YAML entry to start from: ``ENV/POLICY`` where the file has one for the policy, else ``ENV``.
+
+    :param table: the parsed hyper-parameter file.
+    :param env_id: the environment id (``--env``).
+    :param policy: the policy alias asked for (``--policy``), if any.
+    :param source: the file ``table`` was read from (for the error message).
+    """
+    if policy and f"{env_id}/{policy}" in table:
+        return f"{env_id}/{policy}"
+    if env_id not in table:
+        raise SystemExit(f"No hyper-parameters for {env_id!r} in {source} (known: {sorted(table)}).")
+    return env_id
+
+
+def pin_single_style(config: dict[str, Any]) -> None:
+    """A single-style policy (RL-NST) trains on one style: ``--style``, else the released model's style image.
+
+    :param config: the run configuration; its ``env_kwargs["style"]`` is set in place.
+    :raises SystemExit: when no style can be pinned.
+    """
+    policy_class = StyleSAC.policy_aliases.get(config["policy"])
+    if policy_class is None or policy_class.needs_style_image or config["env_kwargs"].get("style"):
+        return
+    init = config.get("init") or ""
+    shipped = None
+    if init.startswith(RLNST_PREFIX):
+        try:
+            shipped = rlnst_style_image_path(init.removeprefix(RLNST_PREFIX))
+        except ValueError as exc:
+            raise SystemExit(f"--init {init}: {exc}") from exc
+    if shipped is None:
+        reason = f" ({init} was released without its style image)" if init else ""
+        raise SystemExit(f"{config['policy']} trains one model per style: pass --style NAME_OR_PATH{reason}.")
+    config["env_kwargs"]["style"] = str(shipped)
+
+
+def build_config(args: argparse.Namespace, hyperparams_file: Path = HYPERPARAMS_FILE) -> dict[str, Any]:
+    """Hyper-parameters of ``args.env`` (and ``--policy``) from the YAML file, then the flags on top.
+
+    ``--init rlnst:NAME`` without ``--policy`` selects ``RLNSTPolicy`` unless the env's default policy is
+    single-style already (``NSTVideo-v0``); a single-style policy gets its style pinned (:func:`pin_single_style`).
+
+    :param args: the parsed command line (:func:`build_parser`).
+    :param hyperparams_file: the algorithm's hyper-parameter file (RL Zoo layout: one entry per env id).
+    """
+    table = yaml.safe_load(hyperparams_file.read_text())
+    policy = args.policy
+    default_policy = StyleSAC.policy_aliases.get(table.get(args.env, {}).get("policy"))
+    single_style_default = not getattr(default_policy, "needs_style_image", True)
+    if policy is None and (args.init or "").startswith(RLNST_PREFIX) and not single_style_default:
+        policy = "RLNSTPolicy"
+    config = merge(table[hyperparams_key(table, args.env, policy, hyperparams_file)], parse_overrides(args.hyperparams))
     flags = {
-        "policy": args.policy,
+        "policy": policy,
         "n_timesteps": args.n_timesteps,
         "buffer_size": args.buffer_size,
         "n_envs": args.n_envs,
@@ -87,14 +141,16 @@ def build_config(args: argparse.Namespace) -> dict[str, Any]:
     config["env_kwargs"] = {**config.get("env_kwargs", {}), **{k: v for k, v in env_kwargs.items() if v is not None}}
     config.setdefault("n_envs", 1)
     config["env_id"], config["seed"], config["init"] = args.env, args.seed, args.init
+    pin_single_style(config)
     return config
 
 
-def next_run_dir(log_folder: Path, env_id: str) -> Path:
-    """``log_folder/style_sac_<env>_<k>`` with the next free ``k``."""
+def next_run_dir(log_folder: Path, env_id: str, algo: str = "style_sac") -> Path:
+    """``log_folder/<algo>_<env>_<k>`` with the next free ``k``."""
     log_folder.mkdir(parents=True, exist_ok=True)
-    taken = [int(m.group(1)) for p in log_folder.iterdir() if (m := re.fullmatch(rf"style_sac_{re.escape(env_id)}_(\d+)", p.name))]
-    return log_folder / f"style_sac_{env_id}_{max(taken, default=0) + 1}"
+    pattern = rf"{re.escape(algo)}_{re.escape(env_id)}_(\d+)"
+    taken = [int(m.group(1)) for p in log_folder.iterdir() if (m := re.fullmatch(pattern, p.name))]
+    return log_folder / f"{algo}_{env_id}_{max(taken, default=0) + 1}"
 
 
 def make_env(config: dict[str, Any], run_dir: Path, device: str, resume: bool, seed_offset: int = 0) -> VecEnv:
@@ -113,7 +169,8 @@ def make_env(config: dict[str, Any], run_dir: Path, device: str, resume: bool, s
 
 
 class ResumableCheckpoint(CheckpointCallback):
-    """SB3's CheckpointCallback that also keeps the latest replay buffer (only the latest, to spare disk)."""
+    """SB3's CheckpointCallback that also keeps the latest replay buffer of off-policy algorithms (only the
+    latest, to spare disk)."""
 
     def __init__(self, save_freq: int, save_path: Path) -> None:
         super().__init__(save_freq, str(save_path), name_prefix="rl_model", save_replay_buffer=False)
@@ -122,7 +179,8 @@ class ResumableCheckpoint(CheckpointCallback):
         """Write ``rl_model_<steps>_steps.zip`` and ``replay_buffer.pkl``; return the model path."""
         path = Path(self._checkpoint_path(extension="zip"))
         self.model.save(path)
-        self.model.save_replay_buffer(Path(self.save_path) / "replay_buffer.pkl")
+        if isinstance(self.model, OffPolicyAlgorithm):
+            self.model.save_replay_buffer(Path(self.save_path) / "replay_buffer.pkl")
         return path
 
     def _on_step(self) -> bool:
@@ -141,19 +199,33 @@ def latest_checkpoint(path: Path) -> Path:
     return zips[-1]
 
 
-def save_sequence_picture(model: StyleSAC, path: Path, steps: int = 10, side: int = 256) -> Path:
-    """The 1..``steps`` sequence of the fixed evaluation pairs as one labelled grid PNG."""
+def save_sequence_picture(
+    model: StyleSAC, path: Path, steps: int = 10, side: int = 256, style: str | None = None
+) -> Path:
+    """The 1..``steps`` sequence of the fixed evaluation pairs as one labelled grid PNG.
+
+    :param model: the trained model.
+    :param path: the PNG to write.
+    :param steps: stylisation steps (columns after content and style).
+    :param side: longest side of the images processed.
+    :param style: the style the model was trained on, when pinned (single-style training): it replaces the
+        evaluation pairs' styles.
+    """
     rows = []
-    for content, style in EVAL_PAIRS:
+    for content, pair_style in EVAL_PAIRS:
         c = load_image(resolve_sample(content), max_side=side)
-        s = load_image(resolve_sample(style), max_side=side)
+        s = load_image(resolve_sample(style or pair_style), max_side=side)
         rows.append((c, s, stylize_sequence(model.policy, c, s, steps)))
     sequence_grid(rows).save(path)
     return path
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser(description: str = __doc__.split("\n")[0]) -> argparse.ArgumentParser:
+    """The training command line (shared with :mod:`agents.train`, which adds ``--algo``).
+
+    :param description: the ``--help`` header.
+    """
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--env", default="NST-v0", help="environment id")
     p.add_argument("--policy", default=None, help="policy alias (default from the hyper-parameter file)")
     p.add_argument("-n", "--n-timesteps", type=int, default=None, help="env steps to train for")
@@ -172,50 +244,84 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--buffer-size", type=int, default=None, help="replay buffer capacity")
     p.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE",
                    help="override hyper-parameters, e.g. batch_size:16 policy_kwargs.actor_lr_ratio:0.2")
-    p.add_argument("--init", default=None, help="start actor+builder from released weights: rlministyler")
+    p.add_argument("--init", default=None,
+                   help="start actor+builder from released weights: rlministyler, or rlnst:blue_swirls "
+                        "(fire, maxresdefault; selects RLNSTPolicy and, unless --style is given, its style)")
     p.add_argument("--resume", default=None,
                    help="run folder or checkpoint zip to continue from (with -n: a new total step count)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("-v", "--verbose", type=int, default=1)
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``python -m agents.train_sac``'s arguments (:func:`build_parser`)."""
+    return build_parser().parse_args(argv)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down by up to 2x
+def prepare_run(
+    args: argparse.Namespace, algo: str = "style_sac", hyperparams_file: Path = HYPERPARAMS_FILE
+) -> tuple[dict[str, Any], Path, Path | None]:
+    """The configuration and run folder of a new run, or of the run ``--resume`` continues.
+
+    A new run gets ``<log folder>/<algo>_<env>_<k>/`` with its ``config.yml`` (recording ``algo``); a resumed
+    run keeps its folder and configuration (``-n`` sets a new total step count).
+
+    :param args: the parsed command line (:func:`build_parser`).
+    :param algo: the algorithm's name (run folder prefix, recorded in the configuration).
+    :param hyperparams_file: the algorithm's hyper-parameter file.
+    :return: the configuration, the run folder, and the checkpoint to resume from (``None`` for a new run).
+    """
     if args.resume:
         checkpoint = latest_checkpoint(Path(args.resume))
         run_dir = checkpoint.parent.parent
         config = yaml.safe_load((run_dir / "config.yml").read_text())
+        if config.get("algo", "style_sac") != algo:
+            raise SystemExit(f"{run_dir} was trained with {config.get('algo', 'style_sac')}, not {algo}.")
         if args.n_timesteps is not None:
             config["n_timesteps"] = args.n_timesteps
             (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    else:
-        config = build_config(args)
-        run_dir = next_run_dir(Path(args.log_folder), args.env)
-        (run_dir / "checkpoints").mkdir(parents=True)
-        (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-    env = make_env(config, run_dir, args.device, resume=bool(args.resume))
+        return config, run_dir, checkpoint
+    config = {**build_config(args, hyperparams_file), "algo": algo}
+    run_dir = next_run_dir(Path(args.log_folder), args.env, algo)
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return config, run_dir, None
 
-    algo_kwargs = {k: v for k, v in config.items() if k not in (*RUN_KEYS, "env_id", "seed", "init")}
-    if args.resume:
-        model = StyleSAC.load(checkpoint, env=env, device=args.device)
-        buffer = checkpoint.parent / "replay_buffer.pkl"
-        if buffer.is_file():
-            model.load_replay_buffer(buffer)
-        print(f"Resuming {run_dir} from {checkpoint.name} at step {model.num_timesteps}.")
-    else:
-        model = StyleSAC(config["policy"], env, seed=config["seed"], device=args.device, verbose=args.verbose,
-                         **algo_kwargs)
-        if config.get("init"):
-            model.load_pretrained(config["init"])
+
+def load_checkpoint(algo_class: type[BaseAlgorithm], checkpoint: Path, env: VecEnv, device: str) -> BaseAlgorithm:
+    """A checkpointed model on ``env``, with its replay buffer when one was saved beside it.
+
+    :param algo_class: the model's algorithm.
+    :param checkpoint: ``rl_model_<steps>_steps.zip``.
+    :param env: the env to continue on.
+    :param device: where the networks go.
+    """
+    model = algo_class.load(checkpoint, env=env, device=device)
+    buffer = checkpoint.parent / "replay_buffer.pkl"
+    if buffer.is_file() and isinstance(model, OffPolicyAlgorithm):
+        model.load_replay_buffer(buffer)
+    print(f"Resuming {checkpoint.parent.parent} from {checkpoint.name} at step {model.num_timesteps}.")
+    return model
+
+
+def fit(model: BaseAlgorithm, config: dict[str, Any], run_dir: Path, args: argparse.Namespace, command: str) -> bool:
+    """Train to ``config["n_timesteps"]`` with logs, checkpoints and evaluation; Ctrl-C or SIGTERM saves a
+    checkpoint and prints the resume command. The env is closed at the end.
+
+    :param model: the model (new or resumed).
+    :param config: the run configuration.
+    :param run_dir: the run folder.
+    :param args: the parsed command line (:func:`build_parser`).
+    :param command: the training command, for the resume hint (e.g. ``python -m agents.train_sac``).
+    :return: ``False`` when interrupted.
+    """
     formats = ["stdout", "csv"] + (["tensorboard"] if args.tensorboard_log else [])
     model.set_logger(configure(str(run_dir / "logs") if not args.tensorboard_log else args.tensorboard_log, formats))
-
     checkpoints = ResumableCheckpoint(max(args.save_freq // config["n_envs"], 1), run_dir / "checkpoints")
     callbacks = [checkpoints] if args.save_freq > 0 else []
     if args.eval_freq > 0:
@@ -233,14 +339,40 @@ def main(argv: list[str] | None = None) -> int:
         checkpoints.init_callback(model)
         path = checkpoints.save_now()
         print(f"\nInterrupted at step {model.num_timesteps}: saved {path}.\n"
-              f"Continue with: python -m agents.train_sac --resume {run_dir}")
-        return 130
+              f"Continue with: {command} --resume {run_dir}")
+        return False
     finally:
-        env.close()
+        model.get_env().close()  # type: ignore[union-attr]
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train StyleSAC as ``args`` say (:func:`build_parser`); return the exit status (130: interrupted)."""
+    torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down by up to 2x
+    config, run_dir, checkpoint = prepare_run(args)
+    env = make_env(config, run_dir, args.device, resume=checkpoint is not None)
+    if checkpoint is not None:
+        model = load_checkpoint(StyleSAC, checkpoint, env, args.device)
+    else:
+        algo_kwargs = {k: v for k, v in config.items() if k not in (*RUN_KEYS, "env_id", "seed", "init")}
+        model = StyleSAC(config["policy"], env, seed=config["seed"], device=args.device, verbose=args.verbose,
+                         **algo_kwargs)
+        if config.get("init"):
+            try:
+                model.load_pretrained(config["init"])
+            except (FileNotFoundError, ValueError) as exc:
+                raise SystemExit(f"--init {config['init']} does not fit {config['policy']}: {exc}") from exc
+    if not fit(model, config, run_dir, args, "python -m agents.train_sac"):
+        return 130
     model.save(run_dir / "model.zip")
-    picture = save_sequence_picture(model, run_dir / "sequence.png")
+    picture = save_sequence_picture(model, run_dir / "sequence.png", style=config["env_kwargs"].get("style"))
     print(f"Saved {run_dir / 'model.zip'} and the stylisation sequence {picture}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m agents.train_sac``: parse the command line and train (:func:`run`)."""
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

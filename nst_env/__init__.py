@@ -23,6 +23,8 @@ register(
     max_episode_steps=10,
     kwargs={"max_episode_steps": None},
 )
+# NSTVideo-v0 truncates by itself after frames_per_episode * steps_per_frame steps (nst_env/video.py).
+register(id="NSTVideo-v0", entry_point="nst_env.video:NSTVideoEnv")
 
 __all__ = [
     "NSTEnv",

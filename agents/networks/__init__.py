@@ -4,7 +4,7 @@
   Generation"): :class:`MiniStylerActor`, :class:`MiniStylerBuilder`, :class:`MiniStylerCritic`,
   :class:`StyleCode`.
 - RL-NST (Feng et al., 2023, "Controlling Neural Style Transfer with Deep Reinforcement Learning"):
-  :class:`RLNSTActor`, :class:`RLNSTStylizer`.
+  :class:`RLNSTActor`, :class:`RLNSTStylizer`; for video :class:`RLNSTVideoActor`, :class:`RLNSTVideoStylizer`.
 - Released weights: :func:`load_ministyler_pretrained`, :func:`load_rlnst_pretrained`.
 
     from agents.networks import MiniStylerActor, MiniStylerBuilder, load_ministyler_pretrained
@@ -46,6 +46,8 @@ from agents.networks.rlnst import (
     IMAGENET_STD,
     RLNSTActor,
     RLNSTStylizer,
+    RLNSTVideoActor,
+    RLNSTVideoStylizer,
     denormalize_imagenet,
     normalize_imagenet,
 )
@@ -63,6 +65,8 @@ __all__ = [
     "Modulation",
     "RLNSTActor",
     "RLNSTStylizer",
+    "RLNSTVideoActor",
+    "RLNSTVideoStylizer",
     "ReflectConv2d",
     "StyleCode",
     "adain",

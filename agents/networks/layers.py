@@ -8,7 +8,7 @@
   ``N x C x 1 x 1`` as ``w * y + b * x`` (:class:`Modulation`, :class:`ModulationHead`,
   :class:`ResidualBlock`).
 - Blocks with affine instance normalisation for RL-NST (Feng et al., 2023): :class:`ConvNormReLU`,
-  :class:`NormResidualBlock`.
+  :class:`NormResidualBlock`; and the convolutional GRU of its video model, :class:`ConvGRUCell`.
 - :func:`pad_to_multiple` / :func:`crop_to_size`: the networks downsample by 4, so images whose sides are not
   multiples of 4 are reflect-padded on the bottom/right before and cropped back after.
 
@@ -204,6 +204,43 @@ class NormResidualBlock(nn.Module):
         return F.relu(x + self.block2(self.block1(x)))
 
 
+class ConvGRUCell(nn.Module):
+    """Convolutional GRU cell (Ballas et al., 2016): a GRU whose gates are reflection-padded convolutions.
+
+    ``z, r = sigmoid(conv_g([x, h]))``, ``n = tanh(conv_n([x, r * h]))``, ``h' = (1 - z) * h + z * n``.
+
+    The candidate convolution starts at zero, so a fresh cell's state stays 0 until training moves it: a
+    network that adds the state to its features starts out as the network without the cell (used to extend
+    RL-NST's image model to video, Feng et al., 2023).
+
+    :param in_channels: channels of the input ``x``.
+    :param hidden_channels: channels of the state ``h`` (RL-NST's video model: 64).
+    :param kernel_size: square kernel of both convolutions (RL-NST's video model: 3).
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int = 64, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.hidden_channels = hidden_channels
+        self.gates = ReflectConv2d(in_channels + hidden_channels, 2 * hidden_channels, kernel_size)
+        self.candidate = ReflectConv2d(in_channels + hidden_channels, hidden_channels, kernel_size)
+        nn.init.zeros_(self.candidate.weight)
+        nn.init.zeros_(self.candidate.bias)
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """One update of the state.
+
+        :param x: ``N x in_channels x H x W``.
+        :param hidden: the previous state, ``N x hidden_channels x H x W``; ``None``: zeros.
+        :return: the new state, ``N x hidden_channels x H x W``.
+        """
+        if hidden is None:
+            hidden = x.new_zeros(x.shape[0], self.hidden_channels, *x.shape[2:])
+        hidden = hidden.to(x.dtype)
+        update, reset = torch.sigmoid(self.gates(torch.cat([x, hidden], dim=1))).chunk(2, dim=1)
+        candidate = torch.tanh(self.candidate(torch.cat([x, reset * hidden], dim=1)))
+        return (1.0 - update) * hidden + update * candidate
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad an image on the bottom and right so that its height and width are multiples of ``multiple``.
 
@@ -234,6 +271,7 @@ def crop_to_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 __all__ = [
     "LOG_SCALE_MAX",
     "LOG_SCALE_MIN",
+    "ConvGRUCell",
     "ConvNormReLU",
     "GroupedDownBlock",
     "Modulation",

@@ -7,6 +7,11 @@ Feng et al., "Controlling Neural Style Transfer with Deep Reinforcement Learning
   1-channel latent ``1 x H/4 x W/4``. Also returns the three encoder stages' features as U-Net skips.
 - :class:`RLNSTStylizer` (77,049 parameters): nearest-neighbour upsampling of the latent concatenated with the
   skips back to an image.
+- Video model: :class:`RLNSTVideoActor` adds a *step-wise* ConvGRU (64 channels, 3x3) whose state is carried
+  over the stylisation steps of one frame; :class:`RLNSTVideoStylizer` adds a *frame-wise* ConvGRU whose state
+  is carried from the same step of the previous frame. Each state is added to the deepest features, and a
+  fresh GRU's state is 0 (:class:`~agents.networks.layers.ConvGRUCell`), so an untrained video model computes
+  exactly what the image model with the same weights computes.
 
 Conventions (those of the authors' released weights, see :mod:`agents.networks.pretrained`): inputs are
 normalised with the ImageNet mean and std (:func:`normalize_imagenet`) and the stylizer's output is in the
@@ -20,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.networks.layers import ConvNormReLU, NormResidualBlock, ReflectConv2d, squash_log_scale
+from agents.networks.layers import ConvGRUCell, ConvNormReLU, NormResidualBlock, ReflectConv2d, squash_log_scale
 
 #: ImageNet channel means and standard deviations (RGB) used by RL-NST's inputs and outputs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -65,16 +70,34 @@ class RLNSTActor(nn.Module):
         self.conv3 = ConvNormReLU(32, 64, 3, stride=2)
         self.res = NormResidualBlock(64)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Skips]:
-        """:param x: ImageNet-normalised RGB, ``N x 3 x H x W`` with ``H`` and ``W`` multiples of 4.
-        :return: latent mean and latent std (each ``N x 1 x H/4 x W/4``) and the skips ``(e1, e2, e3)``.
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, Skips]:
+        """The encoder: deepest features and skips.
+
+        :param x: ImageNet-normalised RGB, ``N x 3 x H x W`` with ``H`` and ``W`` multiples of 4.
+        :return: the residual block's 64 channels (``N x 64 x H/4 x W/4``) and the skips ``(e1, e2, e3)``.
         """
         e1 = self.conv1(x)
         e2 = self.conv2(e1)
         e3 = self.conv3(e2)
-        mu, raw_log_scale = self.res(e3).chunk(2, dim=1)
+        return self.res(e3), (e1, e2, e3)
+
+    @staticmethod
+    def latent_distribution(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent mean and std from the 64 deepest channels (first 32: mean; last 32: log-scales).
+
+        :param features: ``N x 64 x h x w``.
+        :return: mean and std, each ``N x 1 x h x w``.
+        """
+        mu, raw_log_scale = features.chunk(2, dim=1)
         latent_std = squash_log_scale(raw_log_scale).exp().std(dim=1, keepdim=True, unbiased=True) + 1e-6
-        return mu.mean(dim=1, keepdim=True), latent_std, (e1, e2, e3)
+        return mu.mean(dim=1, keepdim=True), latent_std
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Skips]:
+        """:param x: ImageNet-normalised RGB, ``N x 3 x H x W`` with ``H`` and ``W`` multiples of 4.
+        :return: latent mean and latent std (each ``N x 1 x H/4 x W/4``) and the skips ``(e1, e2, e3)``.
+        """
+        features, skips = self.encode(x)
+        return (*self.latent_distribution(features), skips)
 
 
 class RLNSTStylizer(nn.Module):
@@ -105,11 +128,67 @@ class RLNSTStylizer(nn.Module):
         return self.out_conv(torch.cat([hidden, e1], dim=1))
 
 
+class RLNSTVideoActor(RLNSTActor):
+    """RL-NST's video actor (Feng et al., 2023): :class:`RLNSTActor` with a step-wise ConvGRU.
+
+    The GRU (64 channels, 3x3) reads the encoder's deepest features; its state is carried over the
+    stylisation steps of one frame (reset at each frame's first step) and added to the features before the
+    latent distribution is read off them. 101,376 + 221,376 parameters.
+
+    :param hidden_channels: channels of the GRU state (paper: 64; the features it is added to have 64).
+    """
+
+    def __init__(self, hidden_channels: int = 64) -> None:
+        super().__init__()
+        self.step_gru = ConvGRUCell(64, hidden_channels, 3)
+
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, Skips, torch.Tensor]:
+        """:param x: ImageNet-normalised RGB, ``N x 3 x H x W`` with ``H`` and ``W`` multiples of 4.
+        :param hidden: the step-wise state after the previous step of this frame; ``None`` at a frame's first
+            step (zeros).
+        :return: latent mean and std (each ``N x 1 x H/4 x W/4``), the skips and the new step-wise state.
+        """
+        features, skips = self.encode(x)
+        hidden = self.step_gru(features, hidden)
+        return (*self.latent_distribution(features + hidden), skips, hidden)
+
+
+class RLNSTVideoStylizer(RLNSTStylizer):
+    """RL-NST's video stylizer (Feng et al., 2023): :class:`RLNSTStylizer` with a frame-wise ConvGRU.
+
+    The GRU (64 channels, 3x3) reads ``concat(latent, e3)``; its state is carried from the same stylisation
+    step of the previous frame and added to ``e3`` before decoding. 77,049 + 223,104 parameters.
+
+    :param hidden_channels: channels of the GRU state (paper: 64, the channels of ``e3``).
+    """
+
+    def __init__(self, hidden_channels: int = 64) -> None:
+        super().__init__()
+        self.frame_gru = ConvGRUCell(1 + 64, hidden_channels, 3)
+
+    def forward(  # type: ignore[override]
+        self, latent: torch.Tensor, skips: Skips, hidden: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:param latent: ``N x 1 x h x w``.
+        :param skips: the actor's ``(e1, e2, e3)`` for the same images.
+        :param hidden: the frame-wise state from the same step of the previous frame; ``None`` in a video's
+            first frame (zeros).
+        :return: the stylised image (ImageNet-normalised, ``N x 3 x 4h x 4w``) and the new frame-wise state.
+        """
+        e1, e2, e3 = skips
+        hidden = self.frame_gru(torch.cat([latent.to(e3.dtype), e3], dim=1), hidden)
+        return super().forward(latent, (e1, e2, e3 + hidden)), hidden
+
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "RLNSTActor",
     "RLNSTStylizer",
+    "RLNSTVideoActor",
+    "RLNSTVideoStylizer",
     "Skips",
     "denormalize_imagenet",
     "normalize_imagenet",

@@ -11,8 +11,9 @@ bottom in :meth:`StyleSAC.train`:
 
 1. **critic** (control): soft Bellman residual of twin critics against
    ``r + gamma * (1 - terminated) * (min_j Q'_j(s', a') - alpha * log pi(a'|s'))``, ``a' ~ pi(.|s')``;
-2. **generative**: the policy's image losses (content, style, contrastive, uncertainty-weighted) on replayed
-   states with a fresh reparameterised latent, updating actor + builder;
+2. **generative**: the policy's image losses on replayed states with a fresh reparameterised latent, updating
+   actor + builder (RLMiniStyler: content, style, contrastive, uncertainty-weighted; RL-NST: Gram style,
+   content against the photo, total variation);
 3. every ``actor_update_interval`` updates, **actor** (control): ``alpha * log pi(a|s) - min_j Q_j(s, a)`` on
    a reparameterised sample, and **temperature**: ``-log_alpha * (log pi(a|s) + target_entropy)``;
 4. Polyak averaging of the target critics (``tau``).
@@ -34,7 +35,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import polyak_update
 
-from agents.style_sac.policies import MiniStylerPolicy
+from agents.style_sac.policies import ActorBuilderPolicy, MiniStylerPolicy, RLNSTPolicy, RLNSTVideoPolicy
 from nst_env.vgg import VGG19Features
 
 SelfStyleSAC = TypeVar("SelfStyleSAC", bound="StyleSAC")
@@ -54,7 +55,9 @@ class StyleSAC(OffPolicyAlgorithm):
     Acting: the policy samples a latent, the builder turns it into an image, the env receives the image and
     the replay buffer stores the latent (no uniform random warm-up: images from noise teach nothing).
 
-    :param policy: the policy class or its alias (``"MiniStylerPolicy"``).
+    :param policy: the policy class or its alias: ``"MiniStylerPolicy"`` (RLMiniStyler, any style),
+        ``"RLNSTPolicy"`` (RL-NST, one style; needs ``NST-v0`` with ``observe_content=True``) or
+        ``"RLNSTVideoPolicy"`` (RL-NST's recurrent video model; needs ``NSTVideo-v0``).
     :param env: the environment (``NST-v0``) or its id.
     :param learning_rate: learning rate of critics, builder, loss weights and temperature (paper: 2e-4); the
         actor's is ``learning_rate * policy_kwargs["actor_lr_ratio"]`` (paper: 2e-5). Constant or schedule.
@@ -73,25 +76,31 @@ class StyleSAC(OffPolicyAlgorithm):
     :param generative_learning: run the generative update (off: pure SAC, the ablation).
     :param use_amp: mixed precision for the networks' forward passes (float16 with a gradient scaler on CUDA,
         bfloat16 on the CPU).
-    :param vgg_weights: explicit VGG-19 weights for the generative losses (see :mod:`nst_env.vgg`).
+    :param vgg_weights: explicit VGG-19 weights for the generative losses (see :mod:`nst_env.vgg`); the
+        layers computed are the policy's ``vgg_layers``.
     :param replay_buffer_class: replay buffer (default SB3's ``DictReplayBuffer``).
     :param replay_buffer_kwargs: its extra arguments.
     :param action_noise: not supported (the latent is Gaussian); must be ``None``.
     :param stats_window_size: episodes averaged for the rollout logs.
     :param tensorboard_log: TensorBoard log folder.
-    :param policy_kwargs: extra policy arguments (see :class:`MiniStylerPolicy`).
+    :param policy_kwargs: extra policy arguments (see :class:`MiniStylerPolicy`, :class:`RLNSTPolicy`,
+        :class:`RLNSTVideoPolicy`).
     :param verbose: 0 silent, 1 info (prints the replay memory estimate), 2 debug.
     :param seed: seed of the RNGs.
     :param device: ``"auto"``, ``"cpu"``, ``"cuda"``...
     :param _init_setup_model: build the networks now.
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MiniStylerPolicy": MiniStylerPolicy}
-    policy: MiniStylerPolicy
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MiniStylerPolicy": MiniStylerPolicy,
+        "RLNSTPolicy": RLNSTPolicy,
+        "RLNSTVideoPolicy": RLNSTVideoPolicy,
+    }
+    policy: ActorBuilderPolicy
 
     def __init__(
         self,
-        policy: str | type[MiniStylerPolicy],
+        policy: str | type[ActorBuilderPolicy],
         env: GymEnv | str,
         learning_rate: float | Schedule = 2e-4,
         buffer_size: int = 5_000,
@@ -184,7 +193,7 @@ class StyleSAC(OffPolicyAlgorithm):
                 **self.replay_buffer_kwargs,
             )
         self._convert_train_freq()
-        self.vgg = VGG19Features(("relu1_1", "relu2_1", "relu3_1", "relu4_1"), weights=self.vgg_weights, device=self.device)
+        self.vgg = VGG19Features(self.policy.vgg_layers, weights=self.vgg_weights, device=self.device)
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp and self.device.type == "cuda")
 
@@ -246,7 +255,7 @@ class StyleSAC(OffPolicyAlgorithm):
             self._step(self.policy.critic.optimizer, critic_loss)
             logs.setdefault("critic_loss", []).append(critic_loss.item())
 
-            # 2. Generative: content + style + contrastive losses through actor and builder.
+            # 2. Generative: the policy's image losses through actor and builder.
             if self.generative_learning:
                 with self._autocast():
                     generative_loss, terms = self.policy.generative_loss(obs, self.vgg)
@@ -324,11 +333,10 @@ class StyleSAC(OffPolicyAlgorithm):
     def load_pretrained(self, name: str = "rlministyler") -> "StyleSAC":
         """Start from the authors' released actor + builder (the critics keep their fresh weights).
 
-        :param name: ``"rlministyler"`` (the only released arbitrary-style model) or a folder holding
-            ``actor.pth.tar`` and ``builder.pth.tar``.
+        :param name: a released model of the policy's kind: ``"rlministyler"`` for :class:`MiniStylerPolicy`,
+            ``"rlnst:blue_swirls"`` (``fire``, ``maxresdefault``) for :class:`RLNSTPolicy`; or a folder of
+            weights in the same layout.
         """
-        from agents.networks.pretrained import load_ministyler_pretrained
-
-        load_ministyler_pretrained(self.policy.actor, self.policy.builder, None if name == "rlministyler" else name)
+        self.policy.load_released(name)
         return self
 
