@@ -1,0 +1,172 @@
+r"""The papers' ablation: the actor-builder trained with RL (StyleSAC) and without it, on the same budget.
+
+    python -m benchmarks.ablation -n 300 --image-size 64          # trains both variants, same seed and data
+    python -m benchmarks.quality --model rlministyler runs/ablation/*/model.zip --name quality_ablation \
+        --strengths --gatys-iterations                              # then their quality (no peer, no Gatys)
+
+- **RL** (``rl``): :class:`~agents.style_sac.StyleSAC` with its defaults (``agents/hyperparams/style_sac.yml``):
+  every env step, a critic update, a generative update of actor + builder, and every 4th step an actor
+  (``alpha log pi - Q``) and temperature update.
+- **no RL** (``no_rl``): :class:`GenerativeOnlySAC`, the same actor-builder, data collection, replay buffer,
+  optimiser and generative loss (content, style, contrastive, uncertainty-weighted), but no critic, no
+  Q-driven actor update and no temperature: the actor-builder learns from the generative loss alone.
+
+Both start from scratch (or ``--init rlministyler``) with the same seed, so they see the same first episodes.
+Each writes a run folder ``LOG_FOLDER/{rl,no_rl}_<size>px_<steps>steps/`` (``model.zip``, ``monitor/``,
+``logs/progress.csv``); the training times go to ``benchmarks/results/ablation.{md,csv,json}``. The papers
+train for ~10^5 updates at 256 px on a GPU; a CPU run of a few hundred steps is a *short* ablation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from stable_baselines3.common.logger import configure
+
+from agents.style_sac import StyleSAC
+from agents.train_sac import make_env, parse_overrides
+from benchmarks.common import (
+    RESULTS_DIR,
+    Report,
+    algorithm_kwargs,
+    configure_torch,
+    machine_info,
+    settings_of,
+    style_sac_config,
+)
+
+
+class GenerativeOnlySAC(StyleSAC):
+    """StyleSAC without control learning: only the generative update of actor + builder (the no-RL ablation).
+
+    Data collection (stochastic latents, one env per step, the replay buffer) is StyleSAC's; each update
+    samples a replayed batch and takes one step of the policy's generative loss. Saved models load with
+    :meth:`StyleSAC.load` and :func:`agents.models.load_policy` like any StyleSAC model.
+    """
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        """``gradient_steps`` generative updates on replayed batches (SB3 hook).
+
+        :param gradient_steps: updates to run.
+        :param batch_size: replayed transitions per update.
+        """
+        self.policy.set_training_mode(True)
+        self._update_optimizer_learning_rates()
+        logs: dict[str, list[float]] = {}
+        for _ in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
+            with self._autocast():
+                loss, terms = self.policy.generative_loss(self.policy.images(data.observations), self.vgg)  # type: ignore[arg-type]
+            self._step(self.policy.generative_optimizer, loss)
+            self.grad_scaler.update()
+            self._n_updates += 1
+            for name, value in {"generative_loss": loss.item(), **terms}.items():
+                logs.setdefault(name, []).append(value)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        for key, values in logs.items():
+            self.logger.record(f"train/{key}", float(np.mean(values)))
+
+
+#: Variant name -> algorithm class.
+VARIANTS: dict[str, type[StyleSAC]] = {"rl": StyleSAC, "no_rl": GenerativeOnlySAC}
+
+
+def train_variant(
+    variant: str,
+    n_timesteps: int,
+    image_size: int,
+    log_folder: Path,
+    seed: int = 0,
+    device: str = "cpu",
+    init: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train one variant with StyleSAC's ``NST-v0`` hyper-parameters and save ``model.zip``.
+
+    :param variant: ``"rl"`` or ``"no_rl"`` (:data:`VARIANTS`).
+    :param n_timesteps: env steps (one update per step after ``learning_starts``).
+    :param image_size: training image side in px.
+    :param log_folder: parent of the run folder.
+    :param seed: seed of env and networks.
+    :param device: where networks and VGG run.
+    :param init: start actor + builder from released weights (``"rlministyler"``) instead of scratch.
+    :param overrides: hyper-parameters replacing the YAML's (nested dict, as ``--hyperparams`` gives).
+    :return: a result row: variant, run folder, model path, steps, updates, seconds, final episode reward.
+    """
+    config = style_sac_config(image_size, seed, overrides)
+    run_dir = log_folder / f"{variant}_{image_size}px_{n_timesteps}steps{'_' + init if init else ''}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yml").write_text(yaml.safe_dump({**config, "variant": variant, "init": init}, sort_keys=False))
+    env = make_env(config, run_dir, device, resume=False)
+    model = VARIANTS[variant](config["policy"], env, seed=seed, device=device, **algorithm_kwargs(config))
+    if init:
+        model.load_pretrained(init)
+    model.set_logger(configure(str(run_dir / "logs"), ["csv"]))
+    start = time.perf_counter()
+    model.learn(n_timesteps)
+    seconds = time.perf_counter() - start
+    model.save(run_dir / "model.zip")
+    env.close()
+    rewards = [info["r"] for info in model.ep_info_buffer]
+    return {
+        "variant": variant,
+        "model": str(run_dir / "model.zip"),
+        "image_size": image_size,
+        "init": init or "scratch",
+        "env_steps": model.num_timesteps,
+        "updates": model._n_updates,
+        "train_minutes": seconds / 60,
+        "s_per_step": seconds / max(1, n_timesteps),
+        "last_10_episode_reward": float(np.mean(rewards[-10:])) if rewards else None,
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("-n", "--n-timesteps", type=int, default=300, help="env steps per variant")
+    p.add_argument("--image-size", type=int, default=64, help="training image side in px")
+    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["rl", "no_rl"])
+    p.add_argument("--init", default=None, help="start from released weights (rlministyler) instead of scratch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("-f", "--log-folder", type=Path, default=Path("runs/ablation"), help="parent of the run folders")
+    p.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE", help="override hyper-parameters")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder of ablation.{md,csv,json}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Train the variants one after the other and write the training table."""
+    args = parse_args(argv)
+    configure_torch(args.threads)
+    machine = machine_info(args.device)
+    overrides = parse_overrides(args.hyperparams)
+    rows = [train_variant(v, args.n_timesteps, args.image_size, args.log_folder, args.seed, args.device, args.init,
+                          overrides) for v in args.variants]
+    models = " ".join(row["model"] for row in rows)
+    Report(
+        name="ablation",
+        title="Actor-builder with and without RL: training runs",
+        columns=["variant", "init", "image_size", "env_steps", "updates", "train_minutes", "s_per_step",
+                 "last_10_episode_reward", "model"],
+        rows=rows,
+        settings=settings_of(args),
+        machine=machine,
+        notes=[(f"Short ablation: {args.n_timesteps} env steps per variant at {args.image_size} px on {args.device} "
+                "(the papers train ~10^5 updates at 256 px). Same seed, data and hyper-parameters "
+                "(`agents/hyperparams/style_sac.yml`); `no_rl` drops the critic, actor and temperature updates."),
+               "Quality of the two: `python -m benchmarks.quality --name quality_ablation --strengths "
+               f"--gatys-iterations --model rlministyler {models}`."],
+    ).write(args.out)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

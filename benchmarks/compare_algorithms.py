@@ -1,0 +1,281 @@
+"""RL algorithms on NST-v0 with the same budget: StyleSAC against stock SB3 / sb3-contrib algorithms.
+
+    python -m benchmarks.compare_algorithms                      # 6 algorithms x 3 seeds, 64 px, 300 steps each
+    python -m benchmarks.compare_algorithms --algos style_sac sac -n 1500 --seeds 0 1 2
+    python -m benchmarks.compare_algorithms --no-train           # only read the run folders
+
+Each (algorithm, seed) is trained with ``python -m agents.train --algo ALGO`` (hyper-parameters from
+``agents/hyperparams/ALGO.yml``) into ``--log-folder``, unless a finished run with the same algorithm, seed,
+budget and image size is there already (then it is read). An algorithm whose replay or rollout buffer would
+not fit the free memory, or that runs out of memory, is reported as such in the table.
+
+Then: learning curves (episode return from the runs' Monitor files, mean +- std over seeds) and a
+deterministic evaluation of every final model on the fixed evaluation pairs of :mod:`agents.train_sac`
+(one 10-step episode per pair): the env's style and content losses after the last step, mean +- std over
+seeds (each seed's value is the mean over pairs). Two references that are not trained here: the content photo
+left as is (``no-op``) and the authors' released RLMiniStyler. Writes ``compare_algorithms.{md,csv,json}`` and
+``compare_algorithms.png`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+import psutil
+import torch
+import yaml
+
+from agents import train
+from agents.models import load_policy
+from agents.train_sac import EVAL_PAIRS
+from benchmarks.common import RESULTS_DIR, Report, Row, configure_torch, machine_info, pyplot, settings_of
+from nst_env.style_transfer import resolve_sample
+
+#: A deterministic controller: observation dict -> next image (the env's action).
+Controller = Callable[[dict[str, np.ndarray]], np.ndarray]
+#: Fraction of the free memory a run's buffers may be expected to take before the run is skipped.
+MEMORY_FRACTION = 0.8
+
+
+def find_run(log_folder: Path, algo: str, seed: int, n_timesteps: int, image_size: int) -> Path | None:
+    """The newest finished run folder (with ``model.zip``) of this algorithm, seed, budget and image size."""
+    matches = []
+    for config_file in sorted(log_folder.glob("*/config.yml")):
+        config = yaml.safe_load(config_file.read_text())
+        same = (config.get("algo", "style_sac"), config.get("seed"), config.get("n_timesteps"),
+                config.get("env_kwargs", {}).get("image_size")) == (algo, seed, n_timesteps, image_size)
+        if same and (config_file.parent / "model.zip").is_file():
+            matches.append(config_file.parent)
+    return max(matches, key=lambda p: p.stat().st_mtime) if matches else None
+
+
+def buffer_bytes(algo: str, image_size: int, hyperparams: dict[str, Any]) -> int:
+    """Memory of an algorithm's transition storage at ``image_size``: replay buffers keep two uint8
+    observations (2 images each) and a float32 image action per transition; rollout buffers keep float32
+    observations and actions. StyleSAC stores its latent (float16 by default) instead of the image.
+
+    :param algo: the ``--algo`` name.
+    :param image_size: image side in px.
+    :param hyperparams: the algorithm's YAML entry (buffer_size or n_steps).
+    """
+    image = 3 * image_size * image_size
+    if algo == "style_sac":
+        latent = 64 * -(-image_size // 4) ** 2 * 2
+        return hyperparams["buffer_size"] * (4 * image + latent)
+    if "buffer_size" in hyperparams:
+        return hyperparams["buffer_size"] * (4 * image + 4 * image)
+    return hyperparams.get("n_steps", 2048) * (2 * 4 * image + 4 * image)
+
+
+def train_run(algo: str, seed: int, args: argparse.Namespace) -> tuple[Path | None, str]:
+    """Train one run (or reuse a finished one).
+
+    :param algo: the ``--algo`` name.
+    :param seed: the run's seed.
+    :param args: this script's arguments (budget, image size, log folder, device, overrides, ``--no-train``).
+    :return: the run folder (``None`` if it could not run) and a status.
+    """
+    existing = find_run(args.log_folder, algo, seed, args.n_timesteps, args.image_size)
+    if existing is not None:
+        return existing, "finished run read"
+    if args.no_train:
+        return None, "no finished run found (--no-train)"
+    hyperparams = yaml.safe_load((train.HYPERPARAMS_DIR / f"{algo}.yml").read_text())["NST-v0"]
+    need, free = buffer_bytes(algo, args.image_size, hyperparams), psutil.virtual_memory().available
+    if need > MEMORY_FRACTION * free:
+        return None, f"skipped: buffers need ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
+    argv = ["--algo", algo, "-n", str(args.n_timesteps), "--image-size", str(args.image_size), "--seed", str(seed),
+            "-f", str(args.log_folder), "--save-freq", "0", "--eval-freq", "0", "--no-progress", "-v", "0",
+            "--device", args.device]
+    if args.hyperparams.get(algo):
+        argv += ["--hyperparams", *args.hyperparams[algo]]
+    try:
+        train.main(argv)
+    except (MemoryError, RuntimeError) as exc:
+        if "memory" not in str(exc).lower() and not isinstance(exc, MemoryError):
+            raise
+        return None, f"out of memory: {str(exc).splitlines()[0][:120]}"
+    return find_run(args.log_folder, algo, seed, args.n_timesteps, args.image_size), "trained"
+
+
+def monitor(run_dir: Path) -> pd.DataFrame:
+    """A run's episodes (``r`` return, ``l`` length, ``t`` seconds since the start) from its Monitor files."""
+    frames = [pd.read_csv(f, skiprows=1) for f in sorted((run_dir / "monitor").glob("*.monitor.csv"))]
+    return pd.concat(frames) if frames else pd.DataFrame({"r": [], "l": [], "t": []})
+
+
+def model_controller(run_dir: Path, algo: str) -> Controller:
+    """A run's final model acting deterministically on CPU."""
+    model = train.algorithm_class(algo).load(run_dir / "model.zip", device="cpu")
+    return lambda obs: model.predict(obs, deterministic=True)[0]
+
+
+def released_controller() -> Controller:
+    """The authors' released RLMiniStyler, deterministic (its mean latent)."""
+    policy = load_policy("rlministyler", "cpu")
+    policy.set_training_mode(False)
+
+    def act(obs: dict[str, np.ndarray]) -> np.ndarray:
+        tensors = {k: torch.from_numpy(v[None]) for k, v in obs.items()}
+        with torch.no_grad():
+            return policy.act(tensors, deterministic=True)[1][0].numpy()
+
+    return act
+
+
+def noop_controller(obs: dict[str, np.ndarray]) -> np.ndarray:
+    """Leave the image as it is: the content photo's own losses."""
+    return obs["moving"].astype(np.float32) / 255.0
+
+
+def evaluate(controller: Controller, image_size: int) -> dict[str, float]:
+    """One deterministic episode per evaluation pair: the env's losses after the last step and the return.
+
+    :param controller: maps the observation to the next image.
+    :param image_size: env image side in px.
+    :return: ``style_loss``, ``content_loss`` (after the last step) and ``return``, each the mean over pairs.
+    """
+    env = gym.make("NST-v0", image_size=image_size, device="cpu")
+    results = []
+    for content, style in EVAL_PAIRS:
+        obs, _ = env.reset(seed=0, options={"content": resolve_sample(content), "style": resolve_sample(style)})
+        total, done, info = 0.0, False, {}
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(controller(obs))
+            total += float(reward)
+            done = terminated or truncated
+        results.append((info["style_loss"], info["content_loss"], total))
+    env.close()
+    style, content, ret = np.mean(results, axis=0)
+    return {"style_loss": float(style), "content_loss": float(content), "return": float(ret)}
+
+
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and (population) standard deviation, ``None`` for no values."""
+    return (float(np.mean(values)), float(np.std(values))) if values else (None, None)
+
+
+def plot_curves(curves: dict[str, list[np.ndarray]], episode_length: int, path: Path, smooth: int) -> None:
+    """Episode return against env steps per algorithm: mean +- std over seeds (episodes aligned by index).
+
+    :param curves: per algorithm, one return array per seed.
+    :param episode_length: env steps per episode (x axis).
+    :param path: the PNG to write.
+    :param smooth: moving-average window in episodes (1: none).
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for algo, runs in curves.items():
+        length = min(len(r) for r in runs)
+        if length == 0:
+            continue
+        kernel = np.ones(min(smooth, length)) / min(smooth, length)
+        data = np.stack([np.convolve(r[:length], kernel, mode="valid") for r in runs])
+        steps = episode_length * np.arange(len(kernel), length + 1)  # episode index at the window end
+        mean, std = data.mean(axis=0), data.std(axis=0)
+        ax.plot(steps, mean, label=f"{algo} ({len(runs)} seeds)")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(f"episode return (-sum of style losses){f', moving average of {smooth}' if smooth > 1 else ''}")
+    ax.set_title("NST-v0 learning curves, mean +- std over seeds", fontsize=10)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--algos", nargs="+", choices=sorted(train.ALGOS),
+                   default=["style_sac", "sac", "td3", "tqc", "ppo", "a2c"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("-n", "--n-timesteps", type=int, default=300, help="env steps per run (the same for all)")
+    p.add_argument("--image-size", type=int, default=64, help="image side (NatureCNN needs >= 36 px)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("-f", "--log-folder", type=Path, default=Path("runs/compare"), help="run folders")
+    p.add_argument("--hyperparams", type=yaml.safe_load, default={},
+                   help='per-algorithm overrides as YAML, e.g. "{sac: [learning_starts:10]}"')
+    p.add_argument("--no-train", action="store_true", help="only read finished runs from --log-folder")
+    p.add_argument("--smooth", type=int, default=5, help="moving average of the curves, in episodes")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[Row]:
+    """Train (or read) every run, evaluate, tabulate and plot; return the table rows."""
+    args = parse_args(argv)
+    configure_torch(args.threads)
+    machine = machine_info(args.device)
+    rows: list[Row] = []
+    runs: list[Row] = []
+    curves: dict[str, list[np.ndarray]] = {}
+    for algo in args.algos:
+        scores: list[dict[str, float]] = []
+        statuses, minutes, last_returns = [], [], []
+        for seed in args.seeds:
+            run_dir, status = train_run(algo, seed, args)
+            statuses.append(status)
+            run: Row = {"algo": algo, "seed": seed, "status": status, "run": str(run_dir) if run_dir else None}
+            if run_dir is not None:
+                episodes = monitor(run_dir)
+                curves.setdefault(algo, []).append(episodes["r"].to_numpy())
+                last_returns.append(float(episodes["r"].tail(10).mean()))
+                minutes.append(float(episodes["t"].max()) / 60)
+                scores.append(evaluate(model_controller(run_dir, algo), args.image_size))
+                run.update(train_minutes=minutes[-1], **{f"final_{k}": v for k, v in scores[-1].items()})
+            runs.append(run)
+            print(f"{algo} seed {seed}: {status}" + (f", {scores[-1]}" if run_dir else ""), flush=True)
+        row: Row = {"method": algo, "seeds": len(scores), "status": "; ".join(sorted(set(statuses)))}
+        for key in ("style_loss", "content_loss", "return"):
+            row[f"final_{key}"], row[f"final_{key}_std"] = mean_std([s[key] for s in scores])
+        row["last_10_train_return"], row["last_10_train_return_std"] = mean_std(last_returns)
+        row["train_minutes"] = mean_std(minutes)[0]
+        rows.append(row)
+    rows.sort(key=lambda r: (r["final_style_loss"] is None, r["final_style_loss"] or 0.0))
+    for name, controller in (("no-op (content photo)", noop_controller), ("rlministyler (released)", released_controller())):
+        scores = [evaluate(controller, args.image_size)]
+        rows.append({"method": name, "seeds": 0, "status": "reference, not trained here",
+                     **{f"final_{k}": v for k, v in scores[0].items()}})
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot_curves(curves, 10, args.out / "compare_algorithms.png", args.smooth)
+    Report(
+        name="compare_algorithms",
+        title=f"RL algorithms on NST-v0: {args.n_timesteps} env steps per run at {args.image_size} px, "
+              f"seeds {args.seeds}",
+        columns=["method", "seeds", "final_style_loss", "final_style_loss_std", "final_content_loss",
+                 "final_content_loss_std", "final_return", "last_10_train_return", "train_minutes", "status"],
+        rows=rows,
+        settings=settings_of(args),
+        machine=machine,
+        notes=[
+            ("Sorted by final style loss (lower: closer to the style). `final_*`: deterministic evaluation of the "
+             f"final model, one 10-step episode on each of {len(EVAL_PAIRS)} fixed pairs "
+             f"({', '.join(f'{c} x {s}' for c, s in EVAL_PAIRS)}), the env's style loss (mean/std at relu1_1.."
+             "relu4_1) and content loss (relu4_1 vs the photo) after the last step and the episode return; mean "
+             "over pairs, then mean and std over seeds. `last_10_train_return`: mean return of the last 10 "
+             "training episodes (stochastic policy). `train_minutes`: wall clock per run on this machine (Monitor "
+             "time of the last episode), for a sense of cost only: the machine was shared."),
+            ("Every algorithm has the same env-step budget; StyleSAC and the off-policy algorithms make one "
+             "update per step after 100 steps, PPO and A2C update per rollout (`agents/hyperparams/*.yml`). The "
+             "references are not trained here: `no-op` leaves the photo unchanged (its style loss is the "
+             "starting point), `rlministyler (released)` is the authors' model trained at 256 px for ~10^5 updates."),
+        ],
+        extra_tables=[("Runs", runs, ["algo", "seed", "status", "final_style_loss", "final_content_loss",
+                       "train_minutes", "run"])],
+    ).write(args.out)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

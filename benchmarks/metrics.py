@@ -1,0 +1,111 @@
+"""Style-transfer quality metrics of the MicroAST protocol (Wang et al., AAAI 2023), which RLMiniStyler's
+Table 1 follows (DESIGN.md section 7), computed with our VGG-19 (:class:`nst_env.vgg.VGG19Features`):
+
+- **content loss**: mean over relu4_1 and relu5_1 of the feature MSE between the output and the content photo;
+- **style loss**: average over relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 of MSE(channel means) +
+  MSE(channel stds) between the output and the style image, both resized to 256x256;
+- **SSIM**: scikit-image's ``structural_similarity`` between the grayscale uint8 content photo and output.
+
+Our VGG is normalised per layer (README, "VGG-19 weights"), so absolute values differ from the papers'; compare
+methods measured with this module in one run.
+
+    from benchmarks.metrics import QualityMetrics
+    metrics = QualityMetrics(device="cpu")
+    reference = metrics.reference(content, style)     # H x W x 3 uint8 arrays; VGG of both computed once
+    scores = metrics.evaluate(output, reference)      # {"content_loss": ..., "style_loss": ..., "ssim": ...}
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from nst_env.images import resize
+from nst_env.losses import StyleStats, content_loss, style_loss, style_statistics
+from nst_env.vgg import VGG19Features
+
+#: Layers of the content loss and of the style loss.
+CONTENT_LAYERS: tuple[str, ...] = ("relu4_1", "relu5_1")
+STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+#: Side to which output and style image are resized for the style loss.
+STYLE_SIDE = 256
+
+
+def grayscale(image: np.ndarray) -> np.ndarray:
+    """``H x W x 3`` uint8 RGB -> ``H x W`` uint8 luma (ITU-R 601-2, as OpenCV's ``COLOR_RGB2GRAY``)."""
+    return np.asarray(Image.fromarray(image).convert("L"))
+
+
+def ssim(content: np.ndarray, output: np.ndarray) -> float:
+    """SSIM of the grayscale uint8 images (scikit-image defaults: 7x7 window, data range 255).
+
+    :param content: ``H x W x 3`` uint8 content photo (at least 7x7).
+    :param output: ``H x W x 3`` uint8 stylised image of the same size.
+    """
+    if content.shape != output.shape:
+        raise ValueError(f"SSIM needs images of the same shape, got {content.shape} and {output.shape}.")
+    return float(structural_similarity(grayscale(content), grayscale(output), data_range=255))
+
+
+@dataclass
+class Reference:
+    """A content/style pair's targets, computed once and reused for every output of the pair."""
+
+    content: np.ndarray  #: ``H x W x 3`` uint8 content photo (outputs must have its size)
+    content_features: dict[str, torch.Tensor]  #: VGG activations of the photo at :data:`CONTENT_LAYERS`
+    style_stats: StyleStats  #: mean/std of the style image at :data:`STYLE_LAYERS`, image at 256x256
+
+
+class QualityMetrics:
+    """Content loss, style loss and SSIM of stylised images (see the module docstring).
+
+    :param device: where VGG-19 runs.
+    :param vgg_weights: explicit VGG-19 weights (see :func:`nst_env.vgg.load_vgg19_weights`).
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", vgg_weights: str | os.PathLike | None = None) -> None:
+        self.device = torch.device(device)
+        self.vgg = VGG19Features(STYLE_LAYERS, weights=vgg_weights, device=self.device)
+
+    def features(self, image: np.ndarray) -> dict[str, torch.Tensor]:
+        """VGG activations (:data:`STYLE_LAYERS`) of an ``H x W x 3`` uint8 image."""
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        with torch.no_grad():
+            return self.vgg(tensor)
+
+    def reference(self, content: np.ndarray, style: np.ndarray) -> Reference:
+        """Targets of one pair.
+
+        :param content: ``H x W x 3`` uint8 content photo.
+        :param style: ``h x w x 3`` uint8 style image (any size; resized to 256x256).
+        """
+        content_features = self.features(content)
+        style_features = self.features(resize(style, STYLE_SIDE, STYLE_SIDE))
+        return Reference(
+            content=content,
+            content_features={name: content_features[name] for name in CONTENT_LAYERS},
+            style_stats=style_statistics(style_features, "meanstd", STYLE_LAYERS),
+        )
+
+    def evaluate(self, output: np.ndarray, reference: Reference) -> dict[str, float]:
+        """``content_loss``, ``style_loss`` and ``ssim`` of one output.
+
+        :param output: ``H x W x 3`` uint8 stylised image, the size of the reference's content photo.
+        :param reference: :meth:`reference` of the pair.
+        """
+        if output.shape != reference.content.shape:
+            raise ValueError(f"The output is {output.shape} but the content photo is {reference.content.shape}.")
+        features = self.features(output)
+        side = (STYLE_SIDE, STYLE_SIDE)
+        style_features = features if output.shape[:2] == side else self.features(resize(output, *side))
+        content = np.mean([float(content_loss(features[n], reference.content_features[n])) for n in CONTENT_LAYERS])
+        style = float(style_loss(style_features, reference.style_stats, "meanstd")) / len(STYLE_LAYERS)
+        return {"content_loss": float(content), "style_loss": style, "ssim": ssim(reference.content, output)}
+
+
+__all__ = ["CONTENT_LAYERS", "STYLE_LAYERS", "STYLE_SIDE", "QualityMetrics", "Reference", "grayscale", "ssim"]

