@@ -96,11 +96,13 @@ def train_run(algo: str, seed: int, args: argparse.Namespace) -> tuple[Path | No
     if args.hyperparams.get(algo):
         argv += ["--hyperparams", *args.hyperparams[algo]]
     try:
-        train.main(argv)
+        code = train.main(argv)
     except (MemoryError, RuntimeError) as exc:
         if "memory" not in str(exc).lower() and not isinstance(exc, MemoryError):
             raise
         return None, f"out of memory: {str(exc).splitlines()[0][:120]}"
+    if code != 0:  # Ctrl-C or SIGTERM: the run saved a checkpoint; stop the comparison too
+        raise KeyboardInterrupt(f"{algo} seed {seed} was interrupted (exit status {code}).")
     return find_run(args.log_folder, algo, seed, args.n_timesteps, args.image_size), "trained"
 
 
