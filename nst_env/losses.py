@@ -62,6 +62,32 @@ def style_statistics(features: Mapping[str, torch.Tensor], kind: str, layers: Se
     raise ValueError(f"Unknown style loss {kind!r}; expected one of {sorted(STYLE_LAYERS)}.")
 
 
+def pack_mean_std(stats: StyleStats) -> torch.Tensor:
+    """Flatten ``"meanstd"`` statistics into one ``N x 2*sum(C)`` float32 row per image (layer by layer: the
+    channel means, then the channel stds), e.g. to store them in a replay buffer.
+
+    :param stats: :func:`style_statistics` with ``kind="meanstd"``.
+    """
+    return torch.cat([t.float().flatten(1) for pair in stats.values() for t in pair], dim=1)
+
+
+def unpack_mean_std(rows: torch.Tensor, channels: Mapping[str, int]) -> StyleStats:
+    """Inverse of :func:`pack_mean_std`.
+
+    :param rows: ``N x 2*sum(C)`` packed statistics.
+    :param channels: channels per layer, in the packing order (e.g. ``{"relu1_1": 64, ...}``).
+    """
+    expected = 2 * sum(channels.values())
+    if rows.ndim != 2 or rows.shape[1] != expected:
+        raise ValueError(f"Expected packed statistics of shape N x {expected}, got {tuple(rows.shape)}.")
+    stats, start = {}, 0
+    for name, c in channels.items():
+        mean, std = rows[:, start : start + c], rows[:, start + c : start + 2 * c]
+        stats[name] = (mean[..., None, None], std[..., None, None])
+        start += 2 * c
+    return stats
+
+
 def style_loss(
     features: Mapping[str, torch.Tensor], target: StyleStats, kind: str, reduction: str = "mean"
 ) -> torch.Tensor:
@@ -111,6 +137,8 @@ def content_style_layers(kind: str) -> tuple[str, ...]:
 __all__ = [
     "CONTENT_LAYER",
     "STYLE_LAYERS",
+    "pack_mean_std",
+    "unpack_mean_std",
     "channel_mean_std",
     "content_loss",
     "content_style_layers",

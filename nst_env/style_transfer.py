@@ -21,7 +21,15 @@ from nst_env.images import (
     load_image,
     resize,
 )
-from nst_env.losses import CONTENT_LAYER, STYLE_LAYERS, content_loss, content_style_layers, style_loss, style_statistics
+from nst_env.losses import (
+    CONTENT_LAYER,
+    STYLE_LAYERS,
+    content_loss,
+    content_style_layers,
+    pack_mean_std,
+    style_loss,
+    style_statistics,
+)
 from nst_env.vgg import VGG19Features
 
 #: The process that imported this module; ``NSTEnv`` compares it with ``os.getpid()`` to notice a forked child.
@@ -90,6 +98,12 @@ class NSTEnv(gym.Env):
     the unscaled ``style_loss``, the ``content_loss`` (feature MSE at relu4_1, or relu2_2 for ``"gram"``)
     against the episode's content photo, and ``step`` (1-based index of the step just taken).
 
+    With ``info_features=True`` (``"meanstd"`` only), ``reset`` and ``step`` infos also carry the VGG-19
+    features the env computed anyway, so that a learner need not compute them again: ``vgg_content``, the
+    relu4_1 features of the observed moving image (``512 x H/8 x W/8`` float16), and
+    ``vgg_style_statistics``, the style image's channel means and stds at relu1_1..relu4_1
+    (:func:`~nst_env.losses.pack_mean_std`, 1,920 float32). :class:`~agents.StyleSAC` turns this on.
+
     ## Starting state
     ``reset`` draws a content photo and a style image with ``self.np_random`` (so ``reset(seed=...)`` is
     reproducible), resizes each to ``2*image_size`` square and randomly crops ``image_size`` (the papers'
@@ -114,6 +128,7 @@ class NSTEnv(gym.Env):
     | ``device`` | ``"auto"`` | where VGG-19 runs: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ... |
     | ``vgg_weights`` | ``None`` | explicit VGG-19 weights path (see :mod:`nst_env.vgg`) |
     | ``render_mode`` | ``None`` | ``"rgb_array"``: content, style and moving image side by side |
+    | ``info_features`` | ``False`` | add the VGG-19 features above to ``info`` (``"meanstd"`` only) |
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
@@ -131,12 +146,15 @@ class NSTEnv(gym.Env):
         device: torch.device | str = "auto",
         vgg_weights: str | os.PathLike | None = None,
         render_mode: str | None = None,
+        info_features: bool = False,
     ) -> None:
         # 16: the deepest loss layers (relu4_*) are image_size/8 wide, and channel std needs >= 2x2 positions.
         if not isinstance(image_size, (int, np.integer)) or image_size < 16:
             raise ValueError(f"image_size must be an integer >= 16, got {image_size!r}.")
         if style_loss not in STYLE_LAYERS:
             raise ValueError(f"style_loss must be one of {sorted(STYLE_LAYERS)}, got {style_loss!r}.")
+        if info_features and style_loss != "meanstd":
+            raise ValueError(f"info_features needs style_loss='meanstd', got {style_loss!r}.")
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}.")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -147,6 +165,7 @@ class NSTEnv(gym.Env):
         self.reward_scale = float(reward_scale)
         self.observe_content = observe_content
         self.render_mode = render_mode
+        self.info_features = info_features
         self.device = resolve_device(device)
         _fork_safe_torch_threads()
 
@@ -212,7 +231,7 @@ class NSTEnv(gym.Env):
         self._style_target = style_statistics(
             {k: v[1:] for k, v in feats.items()}, self.style_loss_kind, self._style_layers
         )
-        return self._observation(), {"step": 0}
+        return self._observation(), self._feature_info({"step": 0}, self._content_target)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
         if self._moving is None:
@@ -234,7 +253,20 @@ class NSTEnv(gym.Env):
             c_loss = float(content_loss(feats[self._content_layer], self._content_target))
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
         info = {"style_loss": s_loss, "content_loss": c_loss, "step": self._steps}
-        return self._observation(), -self.reward_scale * s_loss, False, truncated, info
+        return self._observation(), -self.reward_scale * s_loss, False, truncated, self._feature_info(info, feats[self._content_layer])
+
+    @property
+    def vgg_source(self) -> str:
+        """Where the env's VGG-19 weights came from (a learner sharing :attr:`info_features` must match it)."""
+        return self.vgg.source
+
+    def _feature_info(self, info: dict[str, Any], moving_content: torch.Tensor) -> dict[str, Any]:
+        """``info`` plus, with ``info_features``, the moving image's content features and the style statistics."""
+        if not self.info_features:
+            return info
+        info["vgg_content"] = moving_content[0].to(torch.float16).cpu().numpy()
+        info["vgg_style_statistics"] = pack_mean_std(self._style_target)[0].cpu().numpy()
+        return info
 
     def _observation(self) -> dict[str, np.ndarray]:
         obs = {"moving": self._moving.copy(), "style": self._style.copy()}  # type: ignore[union-attr]

@@ -53,6 +53,7 @@ from agents.temporal import compound_perturbation, compound_temporal_loss
 from nst_env.losses import (
     CONTENT_LAYER,
     STYLE_LAYERS,
+    StyleStats,
     content_loss,
     content_style_layers,
     style_loss,
@@ -66,6 +67,8 @@ MINISTYLER_STYLE_LAYERS = STYLE_LAYERS["meanstd"]
 MINISTYLER_CONTENT_LAYER = CONTENT_LAYER["meanstd"]
 #: Prefix of the released RL-NST models' names (``"rlnst:blue_swirls"``).
 RLNST_PREFIX = "rlnst:"
+#: VGG-19 targets of a batch of states: the moving images' content features and the style images' statistics.
+ReferenceFeatures = tuple[torch.Tensor, StyleStats]
 
 
 class LatentSample(NamedTuple):
@@ -146,6 +149,12 @@ class ActorBuilderPolicy(BasePolicy):
     required_keys: ClassVar[tuple[str, ...]] = ("moving", "style")
     #: VGG-19 layers :meth:`generative_loss` needs (StyleSAC builds its VGG with exactly these).
     vgg_layers: ClassVar[tuple[str, ...]]
+    #: Whether :meth:`generative_loss` can take the env's VGG-19 features (``reference``) instead of computing
+    #: them: the moving image's :attr:`content_layer` features and the style image's mean/std statistics at
+    #: :attr:`style_layers` (what ``NSTEnv(style_loss="meanstd", info_features=True)`` reports).
+    reuses_env_features: ClassVar[bool] = False
+    content_layer: ClassVar[str] = CONTENT_LAYER["meanstd"]
+    style_layers: ClassVar[tuple[str, ...]] = STYLE_LAYERS["meanstd"]
     #: Whether acting needs a style image (``False`` for single-style models, whose style is in the weights).
     needs_style_image: ClassVar[bool] = True
 
@@ -334,12 +343,15 @@ class ActorBuilderPolicy(BasePolicy):
     # ----------------------------------------------------------------- generative learning
     @abstractmethod
     def generative_loss(
-        self, images: Mapping[str, torch.Tensor], vgg: VGG19Features
+        self, images: Mapping[str, torch.Tensor], vgg: VGG19Features, reference: ReferenceFeatures | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The generative objective on replayed states, with a fresh reparameterised latent.
 
         :param images: float images in ``[0, 1]`` under :attr:`required_keys`.
         :param vgg: frozen VGG-19 computing at least :attr:`vgg_layers`.
+        :param reference: the states' VGG-19 targets when already known (policies with
+            :attr:`reuses_env_features`): the moving images' :attr:`content_layer` features and the style
+            images' statistics at :attr:`style_layers`; computed with ``vgg`` when ``None``.
         :return: the total loss (differentiable in actor and builder) and its terms (for logging).
         """
 
@@ -360,6 +372,7 @@ class MiniStylerPolicy(ActorBuilderPolicy):
 
     latent_channels = 64
     vgg_layers = MINISTYLER_STYLE_LAYERS
+    reuses_env_features = True
 
     # ----------------------------------------------------------------- networks
     def make_actor(self) -> MiniStylerActor:
@@ -410,7 +423,7 @@ class MiniStylerPolicy(ActorBuilderPolicy):
 
     # ----------------------------------------------------------------- generative learning
     def generative_loss(
-        self, images: Mapping[str, torch.Tensor], vgg: VGG19Features
+        self, images: Mapping[str, torch.Tensor], vgg: VGG19Features, reference: ReferenceFeatures | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """RLMiniStyler's generative objective on replayed states, with a fresh reparameterised latent.
 
@@ -421,18 +434,23 @@ class MiniStylerPolicy(ActorBuilderPolicy):
 
         :param images: float ``moving`` and ``style`` images in ``[0, 1]``.
         :param vgg: frozen VGG-19 computing at least relu1_1..relu4_1.
+        :param reference: the moving images' relu4_1 features and the style images' mean/std statistics, when
+            the env already computed them (:class:`~agents.style_sac.buffers.FeatureReplayBuffer`).
         :return: the weighted total and the unweighted terms (for logging).
         """
         sample = self.sample(images)
         out = self.build(sample)
         n = out.shape[0]
-        with torch.no_grad():
-            ref = vgg(torch.cat([images["moving"], images["style"]]), MINISTYLER_STYLE_LAYERS)
-            target = style_statistics({k: v[n:] for k, v in ref.items()}, "meanstd", MINISTYLER_STYLE_LAYERS)
+        if reference is None:
+            with torch.no_grad():
+                ref = vgg(torch.cat([images["moving"], images["style"]]), MINISTYLER_STYLE_LAYERS)
+                target = style_statistics({k: v[n:] for k, v in ref.items()}, "meanstd", MINISTYLER_STYLE_LAYERS)
+            reference = (ref[MINISTYLER_CONTENT_LAYER][:n], target)
+        content_target, target = reference
         feats = vgg(out, MINISTYLER_STYLE_LAYERS)
         losses = torch.stack(
             [
-                content_loss(feats[MINISTYLER_CONTENT_LAYER], ref[MINISTYLER_CONTENT_LAYER][:n]),
+                content_loss(feats[MINISTYLER_CONTENT_LAYER], content_target),
                 style_loss(feats, target, "meanstd"),
                 style_contrastive_loss(
                     self.actor.encode_style(pad_to_multiple(out, self.downsampling)[0]).representations(),
@@ -586,7 +604,7 @@ class RLNSTPolicy(ActorBuilderPolicy):
         return total, terms
 
     def generative_loss(
-        self, images: Mapping[str, torch.Tensor], vgg: VGG19Features
+        self, images: Mapping[str, torch.Tensor], vgg: VGG19Features, reference: ReferenceFeatures | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """RL-NST's generative objective on replayed states with a fresh reparameterised latent:
         ``style_weight * gram + content_weight * content + tv_weight * tv`` (see :meth:`image_losses`).
@@ -823,7 +841,7 @@ class RLNSTVideoPolicy(RLNSTPolicy):
 
     # ----------------------------------------------------------------- generative learning
     def generative_loss(
-        self, images: Mapping[str, torch.Tensor], vgg: VGG19Features
+        self, images: Mapping[str, torch.Tensor], vgg: VGG19Features, reference: ReferenceFeatures | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """RL-NST's image losses and the compound temporal loss on a two-frame pseudo-video.
 

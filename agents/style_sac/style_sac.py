@@ -29,23 +29,29 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.buffers import DictReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import polyak_update
 
+from agents.style_sac.buffers import FeatureReplayBuffer
 from agents.style_sac.policies import ActorBuilderPolicy, MiniStylerPolicy, RLNSTPolicy, RLNSTVideoPolicy
+from nst_env.losses import unpack_mean_std
 from nst_env.vgg import VGG19Features
 
 SelfStyleSAC = TypeVar("SelfStyleSAC", bound="StyleSAC")
 
 
-def replay_memory_bytes(observation_space: spaces.Dict, latent_space: spaces.Box, buffer_size: int, n_envs: int) -> int:
-    """Bytes that SB3's ``DictReplayBuffer`` allocates (observations twice, latents, rewards and flags)."""
+def replay_memory_bytes(
+    observation_space: spaces.Dict, latent_space: spaces.Box, buffer_size: int, n_envs: int, feature_bytes: int = 0
+) -> int:
+    """Bytes that SB3's ``DictReplayBuffer`` allocates (observations twice, latents, rewards and flags), plus
+    ``feature_bytes`` per transition (see :class:`FeatureReplayBuffer`)."""
     obs = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in observation_space.spaces.values())
     latent = int(np.prod(latent_space.shape)) * latent_space.dtype.itemsize
-    per_transition = 2 * obs + latent + 3 * 4
+    per_transition = 2 * obs + latent + 3 * 4 + feature_bytes
     return per_transition * buffer_size * n_envs
 
 
@@ -74,6 +80,12 @@ class StyleSAC(OffPolicyAlgorithm):
     :param target_entropy: per-latent-element target entropy when the temperature is learned (``"auto"``:
         -1, i.e. SAC's ``-dim`` for the summed log-probability, divided by ``dim``).
     :param generative_learning: run the generative update (off: pure SAC, the ablation).
+    :param share_env_features: take the replayed states' VGG-19 features (the moving image's relu4_1, the style
+        image's statistics) from the env, which computed them for the reward (``NSTEnv(info_features=True)``,
+        turned on by :meth:`learn`), and keep them in a :class:`FeatureReplayBuffer` (about 1/3 of the
+        images' bytes more) instead of running VGG-19 on ``2 x batch_size`` images per update. Only for
+        policies whose losses use those features (:class:`MiniStylerPolicy`) and ``"meanstd"`` envs with the
+        same VGG weights; otherwise the features are computed.
     :param use_amp: mixed precision for the networks' forward passes (float16 with a gradient scaler on CUDA,
         bfloat16 on the CPU).
     :param vgg_weights: explicit VGG-19 weights for the generative losses (see :mod:`nst_env.vgg`); the
@@ -114,6 +126,7 @@ class StyleSAC(OffPolicyAlgorithm):
         ent_coef: str | float = "auto",
         target_entropy: str | float = "auto",
         generative_learning: bool = True,
+        share_env_features: bool = True,
         use_amp: bool = False,
         vgg_weights: str | None = None,
         replay_buffer_class: type[DictReplayBuffer] | None = None,
@@ -157,6 +170,9 @@ class StyleSAC(OffPolicyAlgorithm):
         self.ent_coef = ent_coef
         self.target_entropy = target_entropy
         self.generative_learning = generative_learning
+        self.share_env_features = share_env_features
+        self._last_features: list[dict[str, Any]] | None = None
+        self._sharing_features = False
         self.use_amp = use_amp
         self.vgg_weights = vgg_weights
         self.log_ent_coef: torch.Tensor | None = None
@@ -171,8 +187,13 @@ class StyleSAC(OffPolicyAlgorithm):
         self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
         self.policy = self.policy.to(self.device)
         self.latent_space = self.policy.latent_space()
+        self.vgg = VGG19Features(self.policy.vgg_layers, weights=self.vgg_weights, device=self.device)
+        feature_shapes = self._shared_feature_shapes()
         if self.replay_buffer is None:
-            need = replay_memory_bytes(self.observation_space, self.latent_space, self.buffer_size, self.n_envs)
+            feature_bytes = FeatureReplayBuffer.bytes_per_transition(feature_shapes) if feature_shapes else 0
+            need = replay_memory_bytes(
+                self.observation_space, self.latent_space, self.buffer_size, self.n_envs, feature_bytes
+            )
             available = psutil.virtual_memory().available
             if self.verbose >= 1:
                 print(f"Replay buffer: {self.buffer_size} x {self.n_envs} transitions need {need / 2**30:.2f} GiB "
@@ -183,17 +204,19 @@ class StyleSAC(OffPolicyAlgorithm):
                     f"available: lower buffer_size (now {self.buffer_size}), the image size, or store latents "
                     f"as float16 (policy_kwargs={{'latent_dtype': 'float16'}})."
                 )
-            buffer_class = self.replay_buffer_class or DictReplayBuffer
+            buffer_class = self.replay_buffer_class or (FeatureReplayBuffer if feature_shapes else DictReplayBuffer)
+            buffer_kwargs = dict(self.replay_buffer_kwargs)
+            if issubclass(buffer_class, FeatureReplayBuffer):
+                buffer_kwargs.setdefault("feature_shapes", feature_shapes)
             self.replay_buffer = buffer_class(
                 self.buffer_size,
                 self.observation_space,
                 self.latent_space,
                 device=self.device,
                 n_envs=self.n_envs,
-                **self.replay_buffer_kwargs,
+                **buffer_kwargs,
             )
         self._convert_train_freq()
-        self.vgg = VGG19Features(self.policy.vgg_layers, weights=self.vgg_weights, device=self.device)
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp and self.device.type == "cuda")
 
@@ -209,6 +232,72 @@ class StyleSAC(OffPolicyAlgorithm):
             )
         else:
             self.ent_coef_tensor = torch.tensor(float(self.ent_coef), device=self.device)
+
+    # ------------------------------------------------------------------ shared VGG-19 features
+    def _shared_feature_shapes(self) -> dict[str, tuple[int, ...]] | None:
+        """Shapes of the env features the policy's losses can reuse (``None``: sharing is off)."""
+        if not (self.share_env_features and self.policy.reuses_env_features):
+            return None
+        _, height, width = self.observation_space["moving"].shape  # type: ignore[index]
+        with torch.no_grad():
+            feats = self.vgg(torch.zeros(1, 3, height, width, device=self.device), self.policy.vgg_layers)
+        self._style_channels = {name: feats[name].shape[1] for name in self.policy.style_layers}
+        content = tuple(feats[self.policy.content_layer].shape[1:])
+        return {"vgg_content": content, "vgg_style_statistics": (2 * sum(self._style_channels.values()),)}
+
+    def _env_can_share_features(self) -> bool:
+        """Whether every env computes the features the policy needs with the same VGG-19 weights."""
+        assert self.env is not None
+        try:
+            kinds, sources = self.env.get_attr("style_loss_kind"), self.env.get_attr("vgg_source")
+        except AttributeError:
+            return False
+        return all(kind == "meanstd" for kind in kinds) and all(source == self.vgg.source for source in sources)
+
+    def _setup_learn(
+        self,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        reset_num_timesteps: bool = True,
+        tb_log_name: str = "run",
+        progress_bar: bool = False,
+    ) -> tuple[int, BaseCallback]:
+        """SB3's set-up; first asks the env for its VGG-19 features when the replay buffer keeps them."""
+        sharing = isinstance(self.replay_buffer, FeatureReplayBuffer) and self._env_can_share_features()
+        if sharing:
+            self.env.env_method("set_wrapper_attr", "info_features", True)  # type: ignore[union-attr]
+        elif isinstance(self.replay_buffer, FeatureReplayBuffer) and self.verbose >= 1:
+            print("The env does not provide matching VGG-19 features: StyleSAC computes them.")
+        self._sharing_features = sharing
+        resets = reset_num_timesteps or self._last_obs is None
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        if resets or not sharing:
+            self._last_features = list(self.env.reset_infos) if sharing else None  # type: ignore[union-attr]
+        return result
+
+    def _store_transition(
+        self,
+        replay_buffer: DictReplayBuffer,  # type: ignore[override]
+        buffer_action: np.ndarray,
+        new_obs: dict[str, np.ndarray],  # type: ignore[override]
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        """SB3's, handing the buffer the env features of the transition's first observation; then remembers
+        those of the new one (after an automatic reset, the reset's)."""
+        if isinstance(replay_buffer, FeatureReplayBuffer):
+            replay_buffer.set_observation_features(self._last_features or [{}] * len(dones))
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # type: ignore[arg-type]
+        if self._sharing_features:
+            reset_infos = self.env.reset_infos  # type: ignore[union-attr]
+            self._last_features = [reset_infos[i] if done else info for i, (done, info) in enumerate(zip(dones, infos))]
+
+    def _reference_features(self, features: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, dict] | None:
+        """The sampled observations' content features and style statistics, from the replay buffer."""
+        if features is None:
+            return None
+        return features["vgg_content"].float(), unpack_mean_std(features["vgg_style_statistics"], self._style_channels)
 
     # ------------------------------------------------------------------ acting
     def _sample_action(
@@ -258,7 +347,8 @@ class StyleSAC(OffPolicyAlgorithm):
             # 2. Generative: the policy's image losses through actor and builder.
             if self.generative_learning:
                 with self._autocast():
-                    generative_loss, terms = self.policy.generative_loss(obs, self.vgg)
+                    reference = self._reference_features(getattr(data, "features", None))
+                    generative_loss, terms = self.policy.generative_loss(obs, self.vgg, reference)
                 self._step(self.policy.generative_optimizer, generative_loss)
                 logs.setdefault("generative_loss", []).append(generative_loss.item())
                 for name, value in terms.items():
@@ -322,7 +412,7 @@ class StyleSAC(OffPolicyAlgorithm):
 
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "vgg", "grad_scaler", "latent_space"]
+        return [*super()._excluded_save_params(), "vgg", "grad_scaler", "latent_space", "_last_features", "_sharing_features"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.actor.optimizer", "policy.critic.optimizer", "policy.generative_optimizer"]
