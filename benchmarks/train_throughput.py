@@ -17,6 +17,9 @@ wall-clock time (a part's time excludes the parts it calls):
 A micro-benchmark at the same size times the VGG-19 passes in isolation (env: 1 image; reference: 16
 images, or 8 if the style statistics were cached; output: 8 images forward + backward), and the number of
 images each VGG-19 call processes is counted, which answers whether features are computed twice per step.
+Each size runs twice, side by side: with the agent recomputing the replayed states' VGG-19 features
+(``share_env_features=False``) and with them taken from the env (the default, see
+:class:`agents.style_sac.buffers.FeatureReplayBuffer`).
 Writes ``train_throughput.{md,csv,json}`` and ``train_throughput.png`` under ``--out``.
 """
 
@@ -177,11 +180,12 @@ def vgg_costs(model: StyleSAC, size: int, batch_size: int, repeats: int) -> dict
     return {name: time_calls(call, device, repeats).median for name, call in calls.items()}
 
 
-def measure(size: int, steps: int, chunk: int, budget_s: float, device: torch.device, seed: int,
+def measure(size: int, share: bool, steps: int, chunk: int, budget_s: float, device: torch.device, seed: int,
             log_dir: Path) -> tuple[Row, list[Row], dict[str, float]]:
     """Train StyleSAC at one size under timers.
 
     :param size: image side in px.
+    :param share: StyleSAC's ``share_env_features``.
     :param steps: env steps to measure (at most).
     :param chunk: env steps per ``learn`` call (the budget is checked between chunks).
     :param budget_s: stop measuring after the first chunk that ends past this many seconds.
@@ -193,8 +197,9 @@ def measure(size: int, steps: int, chunk: int, budget_s: float, device: torch.de
     config = style_sac_config(size, seed)
     batch_size = config["batch_size"]
     config.update(learning_starts=batch_size, buffer_size=batch_size + steps + chunk + 1)
-    env = make_env(config, log_dir / f"{size}px", str(device), resume=False)
-    model = StyleSAC(config["policy"], env, seed=seed, device=device, **algorithm_kwargs(config))
+    env = make_env(config, log_dir / f"{size}px_{variant_name(share)}", str(device), resume=False)
+    model = StyleSAC(config["policy"], env, seed=seed, device=device, share_env_features=share,
+                     **algorithm_kwargs(config))
     model.learn(batch_size + 1)  # warm-up: fill the batch, one update
     stopwatch = Stopwatch(device)
     instrument(model, stopwatch)
@@ -208,35 +213,41 @@ def measure(size: int, steps: int, chunk: int, budget_s: float, device: torch.de
     update = sum(s for (phase, _), s in stopwatch.seconds.items() if phase == "update")
     counts = {name: n / measured for name, n in stopwatch.counts.items()}
     row: Row = {
-        "size": size, "env_steps": measured, "updates": measured, "wall_s": wall,
+        "size": size, "vgg_features": variant_name(share), "env_steps": measured, "updates": measured, "wall_s": wall,
         "env_steps_per_s": measured / wall, "updates_per_s": measured / wall,
         "collect_only_steps_per_s": measured / collect, "update_only_per_s": measured / update,
         "vgg_images_env_per_step": counts.get("env VGG-19 fwd (reward, reset)", 0.0),
         "vgg_images_agent_reference_per_update": counts.get("agent VGG-19 fwd, reference (no grad)", 0.0),
         "vgg_images_agent_output_per_update": counts.get("agent VGG-19 fwd, output (grad)", 0.0),
     }
-    parts = [{"size": size, "phase": phase, "part": PHASES.get(name, name), "ms_per_step": 1e3 * s / measured,
+    parts = [{"size": size, "vgg_features": variant_name(share), "phase": phase, "part": PHASES.get(name, name), "ms_per_step": 1e3 * s / measured,
               "share": s / wall}
              for (phase, name), s in sorted(stopwatch.seconds.items(), key=lambda kv: (kv[0][0], -kv[1]))]
-    parts.append({"size": size, "phase": "-", "part": "outside collect/update (SB3 learn loop)",
+    parts.append({"size": size, "vgg_features": variant_name(share), "phase": "-", "part": "outside collect/update (SB3 learn loop)",
                   "ms_per_step": 1e3 * (wall - collect - update) / measured, "share": (wall - collect - update) / wall})
     return row, parts, vgg_costs(model, size, batch_size, repeats=3)
 
 
+def variant_name(share: bool) -> str:
+    """How the agent gets the replayed states' VGG-19 features."""
+    return "from env" if share else "recomputed"
+
+
 def plot(parts: list[Row], path: Path) -> None:
-    """Stacked bars: milliseconds per env step by part, one bar per size."""
+    """Stacked bars: milliseconds per env step by part, one bar per size and variant."""
     plt = pyplot()
-    sizes = sorted({int(p["size"]) for p in parts})
+    bars = list(dict.fromkeys(f"{p['size']} px\n{p['vgg_features']}" for p in parts))
     names = list(dict.fromkeys(f"{p['phase']}: {p['part']}" for p in parts))
     fig, ax = plt.subplots(figsize=(9, 5))
-    bottom = np.zeros(len(sizes))
+    bottom = np.zeros(len(bars))
     colours = plt.get_cmap("tab20")
     for i, name in enumerate(names):
         values = np.array([sum(float(p["ms_per_step"]) for p in parts
-                               if f"{p['phase']}: {p['part']}" == name and p["size"] == s) for s in sizes])
-        ax.bar([str(s) for s in sizes], values, bottom=bottom, label=name, color=colours(i % 20))
+                               if f"{p['phase']}: {p['part']}" == name and f"{p['size']} px\n{p['vgg_features']}" == bar)
+                           for bar in bars])
+        ax.bar(bars, values, bottom=bottom, label=name, color=colours(i % 20))
         bottom += values
-    ax.set_xlabel("image side (px)")
+    ax.set_xlabel("image side and where the agent's VGG-19 targets come from")
     ax.set_ylabel("ms per env step (exclusive time)")
     ax.set_yscale("log")
     ax.set_title("StyleSAC training step: where the time goes", fontsize=10)
@@ -269,17 +280,24 @@ def main(argv: list[str] | None = None) -> list[Row]:
     machine = machine_info(device)
     rows, parts, vgg_rows = [], [], []
     for size in args.sizes:
-        row, size_parts, vgg = measure(size, args.steps, args.chunk, args.budget_s, device, args.seed, args.log_dir)
-        rows.append(row)
-        parts += size_parts
+        for share in (False, True):
+            row, size_parts, vgg = measure(size, share, args.steps, args.chunk, args.budget_s, device, args.seed,
+                                           args.log_dir)
+            rows.append(row)
+            parts += size_parts
+            print(f"{size:>4} px, features {row['vgg_features']}: {row['env_steps_per_s']:.3f} env steps/s "
+                  f"({row['env_steps']} steps)", flush=True)
         vgg_rows += [{"size": size, "pass": name, "ms": 1e3 * s} for name, s in vgg.items()]
-        print(f"{size:>4} px: {row['env_steps_per_s']:.3f} env steps/s ({row['env_steps']} steps)", flush=True)
+        recomputed = rows[-2]["updates_per_s"]
+        for row in rows[-2:]:
+            row["speedup_vs_recomputed"] = row["updates_per_s"] / recomputed
     args.out.mkdir(parents=True, exist_ok=True)
     plot(parts, args.out / "train_throughput.png")
     Report(
         name="train_throughput",
         title="StyleSAC training throughput (MiniStylerPolicy, batch 8, one update per env step)",
-        columns=["size", "env_steps", "env_steps_per_s", "updates_per_s", "collect_only_steps_per_s",
+        columns=["size", "vgg_features", "env_steps", "env_steps_per_s", "updates_per_s", "speedup_vs_recomputed",
+                 "collect_only_steps_per_s",
                  "update_only_per_s", "vgg_images_env_per_step", "vgg_images_agent_reference_per_update",
                  "vgg_images_agent_output_per_update"],
         rows=rows,
@@ -292,13 +310,16 @@ def main(argv: list[str] | None = None) -> list[Row]:
             ("Parts: exclusive wall-clock time of each part (a part excludes the parts it calls), per env step, "
              "and its share of the measured wall time. The generative backward includes the VGG-19 backward "
              "(see the isolated VGG-19 passes for its size)."),
-            ("Features computed twice: the agent's reference pass runs VGG-19 (no grad) on the replayed moving "
-             "images, whose features the env computed when it produced them (its reward pass), and on their style "
-             "images, whose statistics the env computed at reset; the style branch of the actor encodes the same "
+            ("`vgg_features`: `recomputed`: the agent's reference pass runs VGG-19 (no grad) on the replayed "
+             "moving images, whose features the env computed when it produced them (its reward pass), and on their "
+             "style images, whose statistics the env computed at reset; `from env` (the default): those are stored "
+             "in the replay buffer and the agent's VGG-19 sees only the 8 built images. `speedup_vs_recomputed`: "
+             "updates/s over the recomputed variant's at the same size, measured in this run. Still computed more "
+             "than once: the style branch of the actor encodes the same "
              "style images for the critic target (next state), the generative sample and, every 4th update, the "
              "actor update (the style is fixed within an episode), and during collection at every env step."),
         ],
-        extra_tables=[("Where the time goes", parts, ["size", "phase", "part", "ms_per_step", "share"]),
+        extra_tables=[("Where the time goes", parts, ["size", "vgg_features", "phase", "part", "ms_per_step", "share"]),
                       ("VGG-19 passes timed in isolation (median ms)", vgg_rows, ["size", "pass", "ms"])],
     ).write(args.out)
     return rows

@@ -116,13 +116,17 @@ def test_speed_times_every_method_at_every_size(tmp_path: Path) -> None:
 def test_train_throughput_accounts_for_the_step(tmp_path: Path) -> None:
     rows = train_throughput.main(["--sizes", "32", "--steps", "2", "--chunk", "2", "--device", "cpu",
                                   "--log-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
-    (row,) = rows
-    assert row["env_steps"] == 2 and row["env_steps_per_s"] > 0
-    assert row["vgg_images_agent_reference_per_update"] == 16  # 8 replayed moving + 8 style images
-    assert row["vgg_images_agent_output_per_update"] == 8
+    recomputed, shared = rows
+    assert (recomputed["vgg_features"], shared["vgg_features"]) == ("recomputed", "from env")
+    assert all(row["env_steps"] == 2 and row["env_steps_per_s"] > 0 for row in rows)
+    assert recomputed["vgg_images_agent_reference_per_update"] == 16  # 8 replayed moving + 8 style images
+    assert shared["vgg_images_agent_reference_per_update"] == 0  # taken from the replay buffer
+    assert recomputed["vgg_images_agent_output_per_update"] == shared["vgg_images_agent_output_per_update"] == 8
+    assert recomputed["speedup_vs_recomputed"] == 1.0 and shared["speedup_vs_recomputed"] > 0
     document = read_json(tmp_path / "train_throughput.json")
     parts = document["extra_tables"]["Where the time goes"]
-    assert sum(p["share"] for p in parts) == pytest.approx(1.0, abs=0.05)  # the parts partition the wall time
+    for variant in ("recomputed", "from env"):  # the parts partition each run's wall time
+        assert sum(p["share"] for p in parts if p["vgg_features"] == variant) == pytest.approx(1.0, abs=0.05)
     assert any(p["part"].startswith("backward + Adam: generative") for p in parts)
     assert (tmp_path / "train_throughput.png").is_file()
 
