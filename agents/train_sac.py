@@ -9,7 +9,8 @@ the ``NST-v0/RLNSTPolicy`` entry of the hyper-parameter file). Either writes a r
         model.zip           the trained model (StyleSAC.load)
         config.yml          the effective configuration (hyper-parameters, env kwargs, seed, ...)
         monitor/0.monitor.csv  episode rewards and lengths (SB3 Monitor)
-        logs/progress.csv   training metrics (critic loss, temperature, content/style losses, ...)
+        logs/progress.csv   training metrics (critic loss, temperature, content/style losses, ...); a resumed
+                            run adds logs/progress_from_<step>.csv
         checkpoints/        rl_model_<steps>_steps.zip + the latest replay buffer, for --resume
         eval/               EvalCallback results (evaluations.npz) and the best model
         sequence.png        the 1..10 stylisation sequence on fixed evaluation pairs
@@ -33,7 +34,7 @@ import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
@@ -321,7 +322,9 @@ def fit(model: BaseAlgorithm, config: dict[str, Any], run_dir: Path, args: argpa
     :return: ``False`` when interrupted.
     """
     formats = ["stdout", "csv"] + (["tensorboard"] if args.tensorboard_log else [])
-    model.set_logger(configure(str(run_dir / "logs") if not args.tensorboard_log else args.tensorboard_log, formats))
+    folder = str(run_dir / "logs") if not args.tensorboard_log else args.tensorboard_log
+    suffix = f"_from_{model.num_timesteps}" if args.resume else ""  # a resumed run keeps the earlier logs
+    model.set_logger(Logger(folder, [make_output_format(f, folder, suffix) for f in formats]))
     checkpoints = ResumableCheckpoint(max(args.save_freq // config["n_envs"], 1), run_dir / "checkpoints")
     callbacks = [checkpoints] if args.save_freq > 0 else []
     if args.eval_freq > 0:

@@ -42,8 +42,10 @@ CURVES = (
 
 def plot_curves(run_dir: Path, path: Path) -> Path:
     """Six panels of the run's logged metrics against env steps."""
-    progress = pd.read_csv(run_dir / "logs" / "progress.csv")
-    monitor = pd.concat([pd.read_csv(f, skiprows=1) for f in sorted((run_dir / "monitor").glob("*.monitor.csv"))])
+    logs = [f for f in (run_dir / "logs").glob("progress*.csv") if f.stat().st_size > 0]  # one per (resumed) session
+    progress = pd.concat([pd.read_csv(f) for f in logs]).sort_values("time/total_timesteps")
+    files = sorted((run_dir / "monitor").glob("*.monitor.csv"), key=lambda f: f.stat().st_mtime)
+    monitor = pd.concat([pd.read_csv(f, skiprows=1) for f in files if len(f.read_text().splitlines()) > 2])
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
     for ax, (key, title) in zip(axes.flat, CURVES):
         if key == "rollout/ep_rew_mean":
@@ -70,8 +72,9 @@ def stepwise_metrics(policy: MiniStylerPolicy, env: NSTEnv, steps: int = 10) -> 
     for content, style in EVAL_PAIRS:
         obs, _ = env.reset(options={"content": content, "style": style})
         for _ in range(steps):
-            image, _ = policy.predict(obs, deterministic=True)
-            obs, _, _, _, info = env.step(image)
+            tensors = {key: torch.as_tensor(obs[key][None], device=policy.device) for key in policy.required_keys}
+            _, image = policy.act(tensors, deterministic=True)  # any size (predict checks the saved space)
+            obs, _, _, _, info = env.step(image[0].cpu().numpy())
             rows.append({"pair": f"{content}/{style}", "step": info["step"], "style_loss": info["style_loss"],
                          "content_loss": info["content_loss"]})
     return rows

@@ -10,11 +10,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
 
 from agents import StyleSAC, stylize, train_sac
+from benchmarks import training_report
 
 FAST = ["--image-size", "32", "--no-progress", "-v", "0",
         "--hyperparams", "learning_starts:8", "batch_size:4", "buffer_size:100"]
@@ -41,6 +43,14 @@ def test_train_sac_writes_a_complete_run_folder(tmp_path: Path) -> None:
                            "-v", "0", "--eval-freq", "0"])
     assert code == 0
     assert StyleSAC.load(run / "model.zip", device="cpu", buffer_size=1).num_timesteps == 24
+
+    # The run's learning curves and its step-wise table beside the released model.
+    assert training_report.main([str(run), "--image-size", "32", "--out", str(tmp_path / "report")]) == 0
+    assert (tmp_path / "report" / "style_sac_NST-v0_1_curves.png").is_file()
+    steps = pd.read_csv(tmp_path / "report" / "style_sac_NST-v0_1_stepwise.csv")
+    assert set(steps["model"]) == {"ours", "released"} and set(steps["step"]) == set(range(1, 11))
+    released = steps[steps["model"] == "released"].groupby("step")[["style_loss", "content_loss"]].mean()
+    assert released["style_loss"][10] < released["style_loss"][1] and released["content_loss"][10] > released["content_loss"][1]
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None:
