@@ -5,6 +5,12 @@
 """
 
 import nst_env  # noqa: F401  (registers NST-v0 so algorithms can be given the env id)
-from agents.style_sac import ActorBuilderPolicy, MiniStylerPolicy, RLNSTPolicy, RLNSTVideoPolicy, StyleSAC
+from agents.style_sac import (
+    ActorBuilderPolicy,
+    MiniStylerPolicy,
+    RLNSTPolicy,
+    RLNSTVideoPolicy,
+    StyleSAC,
+)
 
 __all__ = ["ActorBuilderPolicy", "MiniStylerPolicy", "RLNSTPolicy", "RLNSTVideoPolicy", "StyleSAC"]

@@ -82,6 +82,6 @@ def load_policy(model: str | Path | None = None, device: torch.device | str = "a
         raise ModelLoadError(f"{path} is not a StyleSAC model: not a zip archive (corrupt or wrong file).")
     try:
         algo = StyleSAC.load(path, device=resolve_device(device), buffer_size=1, verbose=0)
-    except Exception as exc:  # noqa: BLE001 - SB3 raises many kinds for broken archives
+    except Exception as exc:
         raise ModelLoadError(f"Could not load {path} as a StyleSAC model: {type(exc).__name__}: {exc}") from exc
     return algo.policy

@@ -31,7 +31,13 @@ from agents.models import ModelLoadError, load_policy, released_style_image
 from agents.style_sac import ActorBuilderPolicy
 from nst_env.images import ImageReadError, load_image, resize, scan_folder
 from nst_env.style_transfer import resolve_device, resolve_sample
-from nst_env.video import FOURCC, VideoReadError, iter_video_frames, open_video_writer, video_properties
+from nst_env.video import (
+    FOURCC,
+    VideoReadError,
+    iter_video_frames,
+    open_video_writer,
+    video_properties,
+)
 
 #: Approximate peak bytes per content pixel of one actor + builder step in float32 (measured with
 #: benchmarks at 512-2048 px, rounded up).

@@ -28,10 +28,21 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.noise import ActionNoise, NormalActionNoise, OrnsteinUhlenbeckActionNoise
+from stable_baselines3.common.noise import (
+    ActionNoise,
+    NormalActionNoise,
+    OrnsteinUhlenbeckActionNoise,
+)
 
 from agents import train_sac
-from agents.train_sac import RUN_KEYS, build_parser, fit, load_checkpoint, make_env, prepare_run
+from agents.train_sac import (
+    RUN_KEYS,
+    build_parser,
+    fit,
+    load_checkpoint,
+    make_env,
+    prepare_run,
+)
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 #: ``--algo`` name -> ``"module:Class"`` of the algorithm (imported on use: sb3-contrib is optional).

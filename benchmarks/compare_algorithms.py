@@ -34,7 +34,15 @@ import yaml
 from agents import train
 from agents.models import load_policy
 from agents.train_sac import EVAL_PAIRS
-from benchmarks.common import RESULTS_DIR, Report, Row, configure_torch, machine_info, pyplot, settings_of
+from benchmarks.common import (
+    RESULTS_DIR,
+    Report,
+    Row,
+    configure_torch,
+    machine_info,
+    pyplot,
+    settings_of,
+)
 from nst_env.style_transfer import resolve_sample
 
 #: A deterministic controller: observation dict -> next image (the env's action).

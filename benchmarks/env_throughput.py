@@ -7,8 +7,8 @@ Env steps and floor calls are timed one by one, interleaved in rounds (so a busy
 after a warm-up; rates are 1 / median time. Resets between episodes are not timed (one VGG pass for two
 images, once per ``max_episode_steps``); actions are drawn before timing.
 
-    python benchmarks/env_throughput.py                        # 64, 128, 256 px on the CPU (+ CUDA if any)
-    python benchmarks/env_throughput.py --device cuda --sizes 256 512 --steps 200
+    python -m benchmarks.env_throughput                        # 64, 128, 256 px on the CPU (+ CUDA if any)
+    python -m benchmarks.env_throughput --device cuda --sizes 256 512 --steps 200
 
 Writes ``env_throughput.{md,csv,json,png}`` under ``benchmarks/results/`` (``--out``).
 """
@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks.common import machine_info as common_machine_info
 
 GOAL = 0.8
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -140,34 +140,17 @@ def measure(device_name: str, size: int, steps: int, warmup: int, rounds: int) -
 
 
 def machine_info() -> dict[str, object]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    """:func:`benchmarks.common.machine_info` plus the threading details that matter for this benchmark."""
     import gymnasium
 
-    info: dict[str, object] = {
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "torch_parallel_info": torch.__config__.parallel_info().splitlines()[:4],
-        "mkldnn": torch.backends.mkldnn.is_available(),
-        "numpy": np.__version__,
-        "gymnasium": gymnasium.__version__,
-        "cuda_available": torch.cuda.is_available(),
-    }
-    if torch.cuda.is_available():
-        info["cuda"] = torch.version.cuda
-        info["gpu"] = torch.cuda.get_device_name(0)
-    if hasattr(os, "getloadavg"):
-        info["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
+    info: dict[str, object] = common_machine_info("cuda" if torch.cuda.is_available() else "cpu")
+    info.update(
+        torch_interop_threads=torch.get_num_interop_threads(),
+        torch_parallel_info=torch.__config__.parallel_info().splitlines()[:4],
+        mkldnn=torch.backends.mkldnn.is_available(),
+        numpy=np.__version__,
+        gymnasium=gymnasium.__version__,
+    )
     return info
 
 

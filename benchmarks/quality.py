@@ -35,10 +35,23 @@ from PIL import Image, ImageDraw
 from agents.inference import stylize_sequence
 from agents.models import load_policy
 from agents.style_sac import MiniStylerPolicy
-from benchmarks.common import RESULTS_DIR, Report, configure_torch, machine_info, pyplot, settings_of
+from benchmarks.common import (
+    RESULTS_DIR,
+    Report,
+    configure_torch,
+    machine_info,
+    pyplot,
+    settings_of,
+)
 from benchmarks.metrics import QualityMetrics
 from benchmarks.peers import StyleTransferLite, gatys, onnx_runtime_device
-from nst_env.images import SAMPLE_CONTENT_DIR, SAMPLE_STYLE_DIR, load_image, resize, scan_folder
+from nst_env.images import (
+    SAMPLE_CONTENT_DIR,
+    SAMPLE_STYLE_DIR,
+    load_image,
+    resize,
+    scan_folder,
+)
 from nst_env.style_transfer import resolve_device
 
 CONTENT_PHOTO = "content photo"

@@ -36,7 +36,16 @@ from agents.inference import image_to_tensor, tensor_to_image
 from agents.models import load_policy
 from agents.networks.pretrained import PRETRAINED_DIR
 from agents.style_sac import MiniStylerPolicy
-from benchmarks.common import RESULTS_DIR, Report, Row, configure_torch, machine_info, pyplot, settings_of, time_calls
+from benchmarks.common import (
+    RESULTS_DIR,
+    Report,
+    Row,
+    configure_torch,
+    machine_info,
+    pyplot,
+    settings_of,
+    time_calls,
+)
 from benchmarks.peers import StyleTransferLite, onnx_runtime_device
 from nst_env.images import load_image, resize
 from nst_env.style_transfer import resolve_sample

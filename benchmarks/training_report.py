@@ -1,6 +1,6 @@
 """Learning curves of a ``train_sac`` run and the step-wise behaviour of its model on the evaluation pairs.
 
-    python benchmarks/training_report.py RUN_DIR [--image-size 128] [--out benchmarks/results]
+    python -m benchmarks.training_report RUN_DIR [--image-size 128] [--out benchmarks/results]
 
 Writes ``<name>_curves.png`` (episode reward, critic loss, temperature, content and style loss against env
 steps, from the run's ``monitor/`` and ``logs/progress.csv``) and ``<name>_stepwise.{md,csv,json,png}``:
@@ -20,15 +20,15 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
 
-from agents.models import load_policy  # noqa: E402
-from agents.style_sac import MiniStylerPolicy  # noqa: E402
-from agents.train_sac import EVAL_PAIRS  # noqa: E402
-from nst_env.style_transfer import NSTEnv  # noqa: E402
+from agents.models import load_policy
+from agents.style_sac import MiniStylerPolicy
+from agents.train_sac import EVAL_PAIRS
+from nst_env.style_transfer import NSTEnv
 
 CURVES = (
     ("rollout/ep_rew_mean", "episode reward"),

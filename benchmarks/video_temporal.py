@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     md = [
         "# Temporal warping error of stylised video",
         "",
-        f"`python benchmarks/video_temporal.py` on {len(frames)} consecutive distinct frames of `{meta['video']}` "
+        f"`python -m benchmarks.video_temporal` on {len(frames)} consecutive distinct frames of `{meta['video']}` "
         f"(from frame {args.start}) at {size[0]}x{size[1]}, style `{meta['style']}` (every row), "
         f"{device}, torch {torch.__version__}, {meta['date']}. Video model: `{video_model}`.",
         "",

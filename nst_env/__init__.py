@@ -10,8 +10,20 @@ Importing this package registers ``NST-v0``::
 
 from gymnasium.envs.registration import register
 
-from nst_env.images import SAMPLE_CONTENT_DIR, SAMPLE_STYLE_DIR, ImageReadError, load_image
-from nst_env.losses import channel_mean_std, content_loss, gram_matrix, style_loss, style_statistics, total_variation
+from nst_env.images import (
+    SAMPLE_CONTENT_DIR,
+    SAMPLE_STYLE_DIR,
+    ImageReadError,
+    load_image,
+)
+from nst_env.losses import (
+    channel_mean_std,
+    content_loss,
+    gram_matrix,
+    style_loss,
+    style_statistics,
+    total_variation,
+)
 from nst_env.style_transfer import NSTEnv, resolve_device
 from nst_env.vgg import VGG19Features, load_vgg19_weights
 
@@ -27,10 +39,10 @@ register(
 register(id="NSTVideo-v0", entry_point="nst_env.video:NSTVideoEnv")
 
 __all__ = [
-    "NSTEnv",
     "SAMPLE_CONTENT_DIR",
     "SAMPLE_STYLE_DIR",
     "ImageReadError",
+    "NSTEnv",
     "VGG19Features",
     "channel_mean_std",
     "content_loss",

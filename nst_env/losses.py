@@ -137,13 +137,13 @@ def content_style_layers(kind: str) -> tuple[str, ...]:
 __all__ = [
     "CONTENT_LAYER",
     "STYLE_LAYERS",
-    "pack_mean_std",
-    "unpack_mean_std",
     "channel_mean_std",
     "content_loss",
     "content_style_layers",
     "gram_matrix",
+    "pack_mean_std",
     "style_loss",
     "style_statistics",
     "total_variation",
+    "unpack_mean_std",
 ]

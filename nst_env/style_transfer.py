@@ -13,9 +13,9 @@ import torch
 from gymnasium import spaces
 
 from nst_env.images import (
+    IMAGE_SUFFIXES,
     SAMPLE_CONTENT_DIR,
     SAMPLE_STYLE_DIR,
-    IMAGE_SUFFIXES,
     ImageLike,
     ImagePool,
     load_image,

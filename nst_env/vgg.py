@@ -69,7 +69,7 @@ class VGGWeights:
 def _load_torch_file(path: Path) -> VGGWeights:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
+    except Exception as exc:
         raise ValueError(f"Could not read VGG-19 weights from {path}: {exc}") from exc
     if not isinstance(state, dict):
         raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__}).")
@@ -218,7 +218,7 @@ class VGG19Features(nn.Module):
         self.eval()
         self.to(device)
 
-    def train(self, mode: bool = True) -> "VGG19Features":
+    def train(self, mode: bool = True) -> VGG19Features:
         """The network is frozen: it always stays in evaluation mode."""
         return super().train(False)
 

@@ -215,7 +215,7 @@ def test_info_is_what_the_step_computed(env: NSTEnv) -> None:
     action = np.random.default_rng(1).random((3, SIZE, SIZE), dtype=np.float32)
     new, reward, _, _, info = env.step(action)
     np.testing.assert_array_equal(new["moving"], np.rint(action * 255).astype(np.uint8))
-    to_tensor = lambda image: torch.from_numpy(image[None].astype(np.float32) / 255.0)  # noqa: E731
+    to_tensor = lambda image: torch.from_numpy(image[None].astype(np.float32) / 255.0)
     with torch.no_grad():
         layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
         target = style_statistics(env.vgg(to_tensor(obs["style"])), "meanstd", layers)

@@ -32,7 +32,7 @@ def trained() -> StyleSAC:
 
 def test_parameter_counts_match_the_paper() -> None:
     model = StyleSAC("MiniStylerPolicy", make_env(), **FAST)
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    count = lambda m: sum(p.numel() for p in m.parameters())
     assert count(model.policy.actor) + count(model.policy.builder) == pytest.approx(371_155, rel=0.01)
     assert len(model.policy.critic) == 2 and len(model.policy.critic_target) == 2
 

@@ -175,7 +175,7 @@ def test_temporal_loss_is_zero_for_the_true_flow() -> None:
     warped, valid = warp(x, flow)
     assert ((warped - nxt).abs() * valid).max() < 1e-5 and valid[..., :2].sum() == 0  # left edge leaves the image
     # A warp-equivariant "stylisation" (colour inversion) is perfectly consistent; a position-dependent one is not.
-    invert = lambda img: 1.0 - img  # noqa: E731
+    invert = lambda img: 1.0 - img
     assert compound_temporal_loss(invert(nxt), invert(x), flow) < 1e-5
     ramp = torch.linspace(0, 1, 64).view(1, 1, 1, 64)
     assert compound_temporal_loss(nxt * ramp, x * ramp, flow) > 1e-2

@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nst_env.losses import channel_mean_std  # one definition, shared with the env's style loss
+from nst_env.losses import (
+    channel_mean_std,  # one definition, shared with the env's style loss
+)
 
 
 class ReflectConv2d(nn.Conv2d):

@@ -25,7 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.networks.layers import ConvGRUCell, ConvNormReLU, NormResidualBlock, ReflectConv2d, squash_log_scale
+from agents.networks.layers import (
+    ConvGRUCell,
+    ConvNormReLU,
+    NormResidualBlock,
+    ReflectConv2d,
+    squash_log_scale,
+)
 
 #: ImageNet channel means and standard deviations (RGB) used by RL-NST's inputs and outputs.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -37,7 +37,12 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import polyak_update
 
 from agents.style_sac.buffers import FeatureReplayBuffer
-from agents.style_sac.policies import ActorBuilderPolicy, MiniStylerPolicy, RLNSTPolicy, RLNSTVideoPolicy
+from agents.style_sac.policies import (
+    ActorBuilderPolicy,
+    MiniStylerPolicy,
+    RLNSTPolicy,
+    RLNSTVideoPolicy,
+)
 from nst_env.losses import unpack_mean_std
 from nst_env.vgg import VGG19Features
 
@@ -420,7 +425,7 @@ class StyleSAC(OffPolicyAlgorithm):
             return [*state_dicts, "ent_coef_optimizer"], ["log_ent_coef"]
         return state_dicts, ["ent_coef_tensor"]
 
-    def load_pretrained(self, name: str = "rlministyler") -> "StyleSAC":
+    def load_pretrained(self, name: str = "rlministyler") -> StyleSAC:
         """Start from the authors' released actor + builder (the critics keep their fresh weights).
 
         :param name: a released model of the policy's kind: ``"rlministyler"`` for :class:`MiniStylerPolicy`,
