@@ -6,7 +6,8 @@
 
 Each (algorithm, seed) is trained with ``python -m agents.train --algo ALGO`` (hyper-parameters from
 ``agents/hyperparams/ALGO.yml``) into ``--log-folder``, unless a finished run with the same algorithm, seed,
-budget and image size is there already (then it is read). An algorithm whose replay or rollout buffer would
+budget and image size is there already (then it is read). ``--name`` sets the output files' stem
+(``compare_algorithms``), so comparisons at several budgets can sit side by side. An algorithm whose replay or rollout buffer would
 not fit the free memory, or that runs out of memory, is reported as such in the table.
 
 Then: learning curves (episode return from the runs' Monitor files, mean +- std over seeds) and a
@@ -218,6 +219,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-train", action="store_true", help="only read finished runs from --log-folder")
     p.add_argument("--smooth", type=int, default=5, help="moving average of the curves, in episodes")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
+    p.add_argument("--name", default="compare_algorithms", help="stem of the output files")
     return p.parse_args(argv)
 
 
@@ -258,9 +260,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
                      **{f"final_{k}": v for k, v in scores[0].items()}})
 
     args.out.mkdir(parents=True, exist_ok=True)
-    plot_curves(curves, 10, args.out / "compare_algorithms.png", args.smooth)
+    plot_curves(curves, 10, args.out / f"{args.name}.png", args.smooth)
     Report(
-        name="compare_algorithms",
+        name=args.name,
         title=f"RL algorithms on NST-v0: {args.n_timesteps} env steps per run at {args.image_size} px, "
               f"seeds {args.seeds}",
         columns=["method", "seeds", "final_style_loss", "final_style_loss_std", "final_content_loss",

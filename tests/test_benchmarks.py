@@ -144,10 +144,11 @@ def test_compare_algorithms_trains_evaluates_and_plots(tmp_path: Path) -> None:
     assert noop["final_content_loss"] == pytest.approx(0.0, abs=1e-6)
     assert by_method["rlministyler (released)"]["final_style_loss"] < noop["final_style_loss"]
     assert (tmp_path / "compare_algorithms.png").is_file()
-    # A second call reads the finished runs instead of training again.
+    # A second call reads the finished runs instead of training again, into files of another name.
     again = compare_algorithms.main(["-n", "10", "--image-size", "36", "--seeds", "0", "--algos", "ppo", "--no-train",
-                                     "-f", str(tmp_path / "runs"), "--out", str(tmp_path)])
+                                     "-f", str(tmp_path / "runs"), "--out", str(tmp_path), "--name", "ppo_only"])
     assert again[0]["status"] == "finished run read" and again[0]["final_style_loss"] == by_method["ppo"]["final_style_loss"]
+    assert (tmp_path / "ppo_only.md").is_file() and (tmp_path / "ppo_only.png").is_file()
 
 
 def test_compare_algorithms_reports_runs_that_do_not_fit_memory(tmp_path: Path, monkeypatch) -> None:
