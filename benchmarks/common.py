@@ -1,5 +1,6 @@
 """Shared benchmark plumbing: machine description, timing with warm-up and synchronisation, peak memory,
-and writing a result table as Markdown, CSV and JSON (and printing it)."""
+writing a result table as Markdown, CSV and JSON (and printing it), and deterministic controllers that play
+an env episode."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ import yaml
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 Row = dict[str, Any]
+#: A deterministic controller: observation dict -> next image (the env's action).
+Controller = Callable[[dict[str, np.ndarray]], np.ndarray]
 
 
 def configure_torch(threads: int | None) -> int:
@@ -334,3 +337,24 @@ def algorithm_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     from agents.train_sac import RUN_KEYS
 
     return {k: v for k, v in config.items() if k not in (*RUN_KEYS, "env_id", "seed")}
+
+
+def policy_controller(model: str | Path, device: torch.device | str = "cpu") -> Controller:
+    """A released model name or StyleSAC zip acting deterministically (its mean latent) at any image size
+    (``predict`` would insist on the size the model was saved with)."""
+    from agents.models import load_policy
+
+    policy = load_policy(model, device)
+    policy.set_training_mode(False)
+
+    @torch.no_grad()
+    def act(obs: dict[str, np.ndarray]) -> np.ndarray:
+        tensors = {key: torch.as_tensor(obs[key][None], device=policy.device) for key in policy.required_keys}
+        return policy.act(tensors, deterministic=True)[1][0].cpu().numpy()
+
+    return act
+
+
+def unchanged_photo(obs: dict[str, np.ndarray]) -> np.ndarray:
+    """Leave the moving image as it is: the photo's own losses, where every episode starts."""
+    return obs["moving"].astype(np.float32) / 255.0

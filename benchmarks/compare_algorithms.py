@@ -21,7 +21,6 @@ left as is (``no-op``) and the authors' released RLMiniStyler. Writes ``compare_
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +28,24 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 import psutil
-import torch
 import yaml
 
 from agents import train
-from agents.models import load_policy
 from agents.train_sac import EVAL_PAIRS
 from benchmarks.common import (
     RESULTS_DIR,
+    Controller,
     Report,
     Row,
     configure_torch,
     machine_info,
+    policy_controller,
     pyplot,
     settings_of,
+    unchanged_photo,
 )
 from nst_env.style_transfer import resolve_sample
 
-#: A deterministic controller: observation dict -> next image (the env's action).
-Controller = Callable[[dict[str, np.ndarray]], np.ndarray]
 #: Fraction of the free memory a run's buffers may be expected to take before the run is skipped.
 MEMORY_FRACTION = 0.8
 
@@ -125,24 +123,6 @@ def model_controller(run_dir: Path, algo: str) -> Controller:
     """A run's final model acting deterministically on CPU."""
     model = train.algorithm_class(algo).load(run_dir / "model.zip", device="cpu")
     return lambda obs: model.predict(obs, deterministic=True)[0]
-
-
-def released_controller() -> Controller:
-    """The authors' released RLMiniStyler, deterministic (its mean latent)."""
-    policy = load_policy("rlministyler", "cpu")
-    policy.set_training_mode(False)
-
-    def act(obs: dict[str, np.ndarray]) -> np.ndarray:
-        tensors = {k: torch.from_numpy(v[None]) for k, v in obs.items()}
-        with torch.no_grad():
-            return policy.act(tensors, deterministic=True)[1][0].numpy()
-
-    return act
-
-
-def noop_controller(obs: dict[str, np.ndarray]) -> np.ndarray:
-    """Leave the image as it is: the content photo's own losses."""
-    return obs["moving"].astype(np.float32) / 255.0
 
 
 def evaluate(controller: Controller, image_size: int) -> dict[str, float]:
@@ -254,7 +234,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         row["train_minutes"] = mean_std(minutes)[0]
         rows.append(row)
     rows.sort(key=lambda r: (r["final_style_loss"] is None, r["final_style_loss"] or 0.0))
-    for name, controller in (("no-op (content photo)", noop_controller), ("rlministyler (released)", released_controller())):
+    for name, controller in (("no-op (content photo)", unchanged_photo), ("rlministyler (released)", policy_controller("rlministyler"))):
         scores = [evaluate(controller, args.image_size)]
         rows.append({"method": name, "seeds": 0, "status": "reference, not trained here",
                      **{f"final_{k}": v for k, v in scores[0].items()}})

@@ -6,7 +6,8 @@ Writes ``<name>_curves.png`` (episode reward, critic loss, temperature, content 
 steps, from the run's ``monitor/`` and ``logs/progress.csv``) and ``<name>_stepwise.{md,csv,json,png}``:
 for each built-in evaluation pair, the env's own ``info`` metrics (style loss against the style image,
 content loss against the photo) at steps 1..10 of a deterministic episode, for the run's model beside the
-authors' released weights, measured in the same run.
+authors' released weights and the unchanged photo (``photo``: the losses every episode starts from),
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from agents.models import load_policy
-from agents.style_sac import MiniStylerPolicy
 from agents.train_sac import EVAL_PAIRS
+from benchmarks.common import Controller, policy_controller, unchanged_photo
 from nst_env.style_transfer import NSTEnv
 
 CURVES = (
@@ -65,16 +65,13 @@ def plot_curves(run_dir: Path, path: Path) -> Path:
     return path
 
 
-@torch.no_grad()
-def stepwise_metrics(policy: MiniStylerPolicy, env: NSTEnv, steps: int = 10) -> list[dict[str, float]]:
+def stepwise_metrics(controller: Controller, env: NSTEnv, steps: int = 10) -> list[dict[str, float]]:
     """Env ``info`` metrics of a deterministic ``steps``-step episode for every evaluation pair."""
     rows = []
     for content, style in EVAL_PAIRS:
         obs, _ = env.reset(options={"content": content, "style": style})
         for _ in range(steps):
-            tensors = {key: torch.as_tensor(obs[key][None], device=policy.device) for key in policy.required_keys}
-            _, image = policy.act(tensors, deterministic=True)  # any size (predict checks the saved space)
-            obs, _, _, _, info = env.step(image[0].cpu().numpy())
+            obs, _, _, _, info = env.step(controller(obs))
             rows.append({"pair": f"{content}/{style}", "step": info["step"], "style_loss": info["style_loss"],
                          "content_loss": info["content_loss"]})
     return rows
@@ -97,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         model = max((args.run_dir / "checkpoints").glob("rl_model_*_steps.zip"), key=lambda f: int(f.stem.split("_")[2]))
     env = NSTEnv(image_size=args.image_size, device=args.device)
     rows = []
-    for label, spec in (("ours", model), ("released", "rlministyler")):
-        for row in stepwise_metrics(load_policy(spec, args.device), env):
+    controllers = {"ours": policy_controller(model, args.device),
+                   "released": policy_controller("rlministyler", args.device),
+                   "photo": unchanged_photo}
+    for label, controller in controllers.items():
+        for row in stepwise_metrics(controller, env):
             rows.append({"model": label, **row})
     table = pd.DataFrame(rows)
     mean = table.groupby(["model", "step"])[["style_loss", "content_loss"]].mean().reset_index()

@@ -48,9 +48,12 @@ def test_train_sac_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert training_report.main([str(run), "--image-size", "32", "--out", str(tmp_path / "report")]) == 0
     assert (tmp_path / "report" / "style_sac_NST-v0_1_curves.png").is_file()
     steps = pd.read_csv(tmp_path / "report" / "style_sac_NST-v0_1_stepwise.csv")
-    assert set(steps["model"]) == {"ours", "released"} and set(steps["step"]) == set(range(1, 11))
-    released = steps[steps["model"] == "released"].groupby("step")[["style_loss", "content_loss"]].mean()
-    assert released["style_loss"][10] < released["style_loss"][1] and released["content_loss"][10] > released["content_loss"][1]
+    assert set(steps["model"]) == {"ours", "released", "photo"} and set(steps["step"]) == set(range(1, 11))
+    means = steps.groupby(["model", "step"])[["style_loss", "content_loss"]].mean()
+    released, photo = means.loc["released"], means.loc["photo"]
+    assert released["style_loss"][10] < released["style_loss"][1] < photo["style_loss"][1]
+    assert released["content_loss"][10] > released["content_loss"][1] > photo["content_loss"][1]
+    assert photo["content_loss"].abs().max() < 1e-6  # the unchanged photo is its own content
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None:
