@@ -141,7 +141,7 @@ def test_draws_are_random_crops_of_the_samples(env: NSTEnv) -> None:
     obs, _ = env.reset(seed=7)
     candidates = [chw(resize(load_image(p, max_side=4 * SIZE), 2 * SIZE, 2 * SIZE))
                   for p in sorted(SAMPLE_STYLE_DIR.glob("*.jpg"))]
-    windows = [c[:, t:t + SIZE, l:l + SIZE] for c in candidates for t in range(SIZE + 1) for l in range(SIZE + 1)]
+    windows = [c[:, t:t + SIZE, left:left + SIZE] for c in candidates for t in range(SIZE + 1) for left in range(SIZE + 1)]
     assert any(np.array_equal(obs["style"], w) for w in windows)
     styles = {env.reset(seed=s)[0]["style"].tobytes() for s in range(12)}
     assert len(styles) == 12
