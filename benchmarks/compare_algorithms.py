@@ -7,8 +7,8 @@
 Each (algorithm, seed) is trained with ``python -m agents.train --algo ALGO`` (hyper-parameters from
 ``agents/hyperparams/ALGO.yml``) into ``--log-folder``, unless a finished run with the same algorithm, seed,
 budget and image size is there already (then it is read). ``--name`` sets the output files' stem
-(``compare_algorithms``), so comparisons at several budgets can sit side by side. An algorithm whose replay or rollout buffer would
-not fit the free memory, or that runs out of memory, is reported as such in the table.
+(``compare_algorithms``), so comparisons at several budgets can sit side by side. An algorithm whose replay
+or rollout buffer would not fit the free memory, or that runs out of memory, is reported as such in the table.
 
 Then: learning curves (episode return from the runs' Monitor files, mean +- std over seeds) and a
 deterministic evaluation of every final model on the fixed evaluation pairs of :mod:`agents.train_sac`
@@ -234,10 +234,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
         row["train_minutes"] = mean_std(minutes)[0]
         rows.append(row)
     rows.sort(key=lambda r: (r["final_style_loss"] is None, r["final_style_loss"] or 0.0))
-    for name, controller in (("no-op (content photo)", unchanged_photo), ("rlministyler (released)", policy_controller("rlministyler"))):
-        scores = [evaluate(controller, args.image_size)]
+    references = {"no-op (content photo)": unchanged_photo, "rlministyler (released)": policy_controller("rlministyler")}
+    for name, controller in references.items():
+        score = evaluate(controller, args.image_size)
         rows.append({"method": name, "seeds": 0, "status": "reference, not trained here",
-                     **{f"final_{k}": v for k, v in scores[0].items()}})
+                     **{f"final_{k}": v for k, v in score.items()}})
 
     args.out.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, 10, args.out / f"{args.name}.png", args.smooth)
