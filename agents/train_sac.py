@@ -26,6 +26,7 @@ import copy
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ import torch
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import (
+    BaseCallback,
     CallbackList,
     CheckpointCallback,
     EvalCallback,
@@ -194,6 +196,33 @@ class ResumableCheckpoint(CheckpointCallback):
         return True
 
 
+class WallClockLimit(BaseCallback):
+    """Stop training once a wall-clock budget is spent (``--max-minutes``): ``learn`` then returns as after its
+    last step, so the run ends like a finished one (``model.zip``, ``sequence.png``).
+
+    The clock starts when learning starts (after the envs and the model are built); the step in progress when
+    the budget runs out is finished first.
+
+    :param seconds: the training budget in seconds.
+    :param verbose: 1 prints the step at which the budget stopped training.
+    """
+
+    def __init__(self, seconds: float, verbose: int = 0) -> None:
+        super().__init__(verbose)
+        self.seconds = seconds
+        self.deadline = 0.0
+
+    def _on_training_start(self) -> None:
+        self.deadline = time.monotonic() + self.seconds
+
+    def _on_step(self) -> bool:
+        if time.monotonic() < self.deadline:
+            return True
+        if self.verbose >= 1:
+            print(f"Time budget of {self.seconds / 60:g} min spent: stopping at step {self.num_timesteps}.")
+        return False
+
+
 def latest_checkpoint(path: Path) -> Path:
     """The checkpoint to resume from: ``path`` itself, or the newest one in a run folder."""
     if path.is_file():
@@ -247,6 +276,9 @@ def build_parser(description: str = __doc__.split("\n")[0]) -> argparse.Argument
     p.add_argument("--save-freq", type=int, default=500, help="checkpoint every N env steps (0: never)")
     p.add_argument("--eval-freq", type=int, default=500, help="evaluate every N env steps (0: never)")
     p.add_argument("--buffer-size", type=int, default=None, help="replay buffer capacity")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop training after this many minutes of wall-clock time (then save and finish as "
+                        "usual; -n stays the upper bound)")
     p.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE",
                    help="override hyper-parameters, e.g. batch_size:16 policy_kwargs.actor_lr_ratio:0.2")
     p.add_argument("--init", default=None,
@@ -315,8 +347,9 @@ def load_checkpoint(algo_class: type[BaseAlgorithm], checkpoint: Path, env: VecE
 
 
 def fit(model: BaseAlgorithm, config: dict[str, Any], run_dir: Path, args: argparse.Namespace, command: str) -> bool:
-    """Train to ``config["n_timesteps"]`` with logs, checkpoints and evaluation; Ctrl-C or SIGTERM saves a
-    checkpoint and prints the resume command. The env is closed at the end.
+    """Train to ``config["n_timesteps"]`` (or until ``--max-minutes`` are spent: :class:`WallClockLimit`) with
+    logs, checkpoints and evaluation; Ctrl-C or SIGTERM saves a checkpoint and prints the resume command. The
+    env is closed at the end.
 
     :param model: the model (new or resumed).
     :param config: the run configuration.
@@ -330,7 +363,9 @@ def fit(model: BaseAlgorithm, config: dict[str, Any], run_dir: Path, args: argpa
     suffix = f"_from_{model.num_timesteps}" if args.resume else ""  # a resumed run keeps the earlier logs
     model.set_logger(Logger(folder, [make_output_format(f, folder, suffix) for f in formats]))
     checkpoints = ResumableCheckpoint(max(args.save_freq // config["n_envs"], 1), run_dir / "checkpoints")
-    callbacks = [checkpoints] if args.save_freq > 0 else []
+    callbacks: list[BaseCallback] = [checkpoints] if args.save_freq > 0 else []
+    if args.max_minutes is not None:
+        callbacks.append(WallClockLimit(60.0 * args.max_minutes, verbose=args.verbose))
     if args.eval_freq > 0:
         eval_env = make_env(config, run_dir, args.device, resume=bool(args.resume), seed_offset=1000)
         callbacks.append(EvalCallback(eval_env, n_eval_episodes=2, eval_freq=max(args.eval_freq // config["n_envs"], 1),
