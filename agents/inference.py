@@ -2,18 +2,32 @@
 
 Inference follows the papers: run actor + builder ``steps`` times, feeding each output back as the moving
 image; output ``k`` is "sequence k". The latent is the distribution's mean (deterministic) unless asked.
+
+The style image does not change over the steps, frames and photos it is used for, so its encoding by the
+actor's style branch (:class:`~agents.networks.StyleCode`, two thirds of a step's cost with a large style
+image) is computed once (:func:`prepare_style`) and reused. Images smaller than the networks take
+(:data:`MIN_SIDE`) are processed stretched to it and resized back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from agents.style_sac.policies import ActorBuilderPolicy
+from agents.cli import atomic_path
+from agents.networks import StyleCode, pad_to_multiple
+from agents.style_sac.policies import ActorBuilderPolicy, MiniStylerPolicy
+from nst_env.images import resize
+
+#: Smallest image side the networks take: their 9x9 reflection-padded input and output convolutions need more
+#: than 4 px. Smaller images (and sides: 3 x 700) are stretched to it for processing and resized back.
+MIN_SIDE = 5
 
 
 def image_to_tensor(image: np.ndarray, device: torch.device | str) -> torch.Tensor:
@@ -27,22 +41,78 @@ def tensor_to_image(tensor: torch.Tensor) -> np.ndarray:
     return (t * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
 
+def at_least_min_side(image: np.ndarray) -> np.ndarray:
+    """``image`` with every side shorter than :data:`MIN_SIDE` stretched to it (others kept): the smallest
+    size the networks take.
+
+    :param image: ``H x W x 3`` uint8.
+    """
+    height, width = image.shape[:2]
+    return resize(image, max(width, MIN_SIDE), max(height, MIN_SIDE))
+
+
+class PreparedStyle(NamedTuple):
+    """A style image made ready once for a policy, to be reused for every step, frame and photo."""
+
+    image: torch.Tensor  #: ``1 x 3 x H x W`` in ``[0, 1]`` on the policy's device, padded as the policy pads it
+    code: StyleCode | None  #: the actor's style code (:class:`MiniStylerPolicy`); ``None`` without a style branch
+
+
+@torch.no_grad()
+def prepare_style(policy: ActorBuilderPolicy, style: np.ndarray) -> PreparedStyle:
+    """Encode a style image once with the policy's style branch (:meth:`MiniStylerActor.encode_style
+    <agents.networks.MiniStylerActor.encode_style>`, on the image padded as :meth:`MiniStylerPolicy.sample
+    <agents.style_sac.policies.MiniStylerPolicy.sample>` pads it).
+
+    :param policy: the policy (its device is used).
+    :param style: ``h x w x 3`` uint8 style image (any size; sides under :data:`MIN_SIDE` are stretched to it).
+    """
+    image, _ = pad_to_multiple(image_to_tensor(at_least_min_side(style), policy.device), policy.downsampling)
+    if not isinstance(policy, MiniStylerPolicy):
+        return PreparedStyle(image, None)
+    policy.set_training_mode(False)
+    return PreparedStyle(image, policy.actor.encode_style(image))
+
+
+@contextmanager
+def reused_style_code(policy: ActorBuilderPolicy, code: StyleCode | None) -> Iterator[None]:
+    """Within the block, the policy's actor returns ``code`` instead of encoding the style image again, so
+    that ``policy.act`` (its own sampling and building, unchanged) skips the style branch.
+
+    :param policy: the policy.
+    :param code: the style code of the style image the block's steps use (``None``: nothing is changed).
+    """
+    if code is None:
+        yield
+        return
+    policy.actor.encode_style = lambda style: code
+    try:
+        yield
+    finally:
+        del policy.actor.encode_style
+
+
 class FrameStylizer:
     """Stylise a video frame by frame (or one image): ``max(steps)`` steps per frame, keeping ``steps``.
 
     Each frame's steps start from the frame itself. A recurrent policy (``RLNSTVideoPolicy``) is told the
     frame and step indices, so that it carries its states over the steps of a frame and from frame to frame
     (its :attr:`~agents.style_sac.policies.RLNSTVideoPolicy.rollout_hidden`); the first frame resets them.
+    The style is encoded once (:func:`prepare_style`) for all steps and frames.
 
     :param policy: an actor-builder policy (its device is used).
-    :param style: ``h x w x 3`` uint8 style image (any size); ``None`` for a single-style policy, whose style
-        is in its weights.
+    :param style: ``h x w x 3`` uint8 style image (any size), or one already prepared for this policy (to reuse
+        it over several photos); ``None`` for a single-style policy, whose style is in its weights.
     :param steps: the steps whose images to keep (1-based, e.g. ``(1, 5, 10)``).
     :param deterministic: use the latent distribution's mean (the papers' inference).
     """
 
     def __init__(
-        self, policy: ActorBuilderPolicy, style: np.ndarray | None, steps: Sequence[int], deterministic: bool = True
+        self,
+        policy: ActorBuilderPolicy,
+        style: np.ndarray | PreparedStyle | None,
+        steps: Sequence[int],
+        deterministic: bool = True,
     ) -> None:
         if not steps or min(steps) < 1:
             raise ValueError(f"steps must be positive step numbers, got {list(steps)}.")
@@ -51,29 +121,31 @@ class FrameStylizer:
         self.policy = policy
         self.steps = sorted(set(steps))
         self.deterministic = deterministic
-        self.style = None if style is None else image_to_tensor(style, policy.device)
+        self.style = prepare_style(policy, style) if isinstance(style, np.ndarray) else style
         self.frame = 0
 
     @torch.no_grad()
     def __call__(self, frame: np.ndarray) -> dict[int, np.ndarray]:
         """Stylise the next frame.
 
-        :param frame: ``H x W x 3`` uint8 (any size).
-        :return: ``{step: H x W x 3 uint8 image}`` for every kept step.
+        :param frame: ``H x W x 3`` uint8 (any size; sides under :data:`MIN_SIDE` are processed stretched to it).
+        :return: ``{step: H x W x 3 uint8 image}`` for every kept step, at the frame's size.
         """
         self.policy.set_training_mode(False)
-        obs = {"moving": image_to_tensor(frame, self.policy.device)}
+        height, width = frame.shape[:2]
+        obs = {"moving": image_to_tensor(at_least_min_side(frame), self.policy.device)}
         if self.style is not None:
-            obs["style"] = self.style
+            obs["style"] = self.style.image
         recurrent = "step" in self.policy.required_keys
         outputs = {}
-        for step in range(self.steps[-1]):
-            if recurrent:
-                obs["frame"] = torch.tensor([self.frame], device=self.policy.device)
-                obs["step"] = torch.tensor([step], device=self.policy.device)
-            _, obs["moving"] = self.policy.act(obs, deterministic=self.deterministic)
-            if step + 1 in self.steps:
-                outputs[step + 1] = tensor_to_image(obs["moving"])
+        with reused_style_code(self.policy, None if self.style is None else self.style.code):
+            for step in range(self.steps[-1]):
+                if recurrent:
+                    obs["frame"] = torch.tensor([self.frame], device=self.policy.device)
+                    obs["step"] = torch.tensor([step], device=self.policy.device)
+                _, obs["moving"] = self.policy.act(obs, deterministic=self.deterministic)
+                if step + 1 in self.steps:
+                    outputs[step + 1] = resize(tensor_to_image(obs["moving"]), width, height)
         self.frame += 1
         return outputs
 
@@ -81,7 +153,7 @@ class FrameStylizer:
 def stylize_sequence(
     policy: ActorBuilderPolicy,
     content: np.ndarray,
-    style: np.ndarray | None,
+    style: np.ndarray | PreparedStyle | None,
     steps: int = 10,
     deterministic: bool = True,
 ) -> list[np.ndarray]:
@@ -89,8 +161,8 @@ def stylize_sequence(
 
     :param policy: an actor-builder policy (its device is used).
     :param content: ``H x W x 3`` uint8 content photo (any size).
-    :param style: ``h x w x 3`` uint8 style image (any size); ``None`` for a single-style policy, whose style
-        is in its weights.
+    :param style: ``h x w x 3`` uint8 style image (any size), or one prepared once for several photos
+        (:func:`prepare_style`); ``None`` for a single-style policy, whose style is in its weights.
     :param steps: how many steps to run.
     :param deterministic: use the latent distribution's mean (the papers' inference).
     :return: ``steps`` uint8 images ``H x W x 3``.
@@ -126,20 +198,29 @@ def sequence_grid(
 
 
 def save_sequence(outputs: Sequence[np.ndarray], out_dir: Path, stem: str, gif_ms: int = 300) -> list[Path]:
-    """Write ``stem_step01.png``..., a strip ``stem_strip.png`` and an animated ``stem.gif``."""
+    """Write ``stem_step01.png``..., a strip ``stem_strip.png`` and an animated ``stem.gif`` (each atomically).
+
+    :param outputs: the steps' ``H x W x 3`` uint8 images.
+    :param out_dir: the output folder (created).
+    :param stem: the files' name stem.
+    :param gif_ms: display time of each GIF frame in milliseconds.
+    :return: the files written: the steps', the strip and the GIF.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     frames = [Image.fromarray(o) for o in outputs]
-    paths = []
-    for k, frame in enumerate(frames, 1):
-        paths.append(out_dir / f"{stem}_step{k:02d}.png")
-        frame.save(paths[-1])
     strip = Image.new("RGB", (sum(f.width for f in frames), frames[0].height))
     x = 0
     for frame in frames:
         strip.paste(frame, (x, 0))
         x += frame.width
+    paths = [out_dir / f"{stem}_step{k:02d}.png" for k in range(1, len(frames) + 1)]
+    for path, frame in zip(paths, frames):
+        with atomic_path(path) as partial:
+            frame.save(partial)
     paths.append(out_dir / f"{stem}_strip.png")
-    strip.save(paths[-1])
+    with atomic_path(paths[-1]) as partial:
+        strip.save(partial)
     paths.append(out_dir / f"{stem}.gif")
-    frames[0].save(paths[-1], save_all=True, append_images=frames[1:], duration=gif_ms, loop=0)
+    with atomic_path(paths[-1]) as partial:
+        frames[0].save(partial, save_all=True, append_images=frames[1:], duration=gif_ms, loop=0)
     return paths

@@ -11,13 +11,18 @@ Without ``--model`` it uses the authors' released RLMiniStyler weights, shipped 
 needs no ``--style`` (outputs are named after its style).
 
 Images (and frames) too large for the memory at hand are processed at the largest size that fits (with a
-note) and the outputs are resized back to the input's size.
+note), and those smaller than the networks take (a side under 5 px) at the smallest size that works; the
+outputs are resized back to the input's size. Each style image is encoded once for all its steps, frames
+and photos. A bad input (a missing, unreadable or incompatible file, an out-of-range flag) is reported in one
+line and the exit status is 2; outputs are written atomically, so a failed or interrupted run leaves no
+partial file.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
@@ -26,13 +31,22 @@ import psutil
 import torch
 from tqdm import tqdm
 
-from agents.inference import FrameStylizer, save_sequence, stylize_sequence
-from agents.models import ModelLoadError, load_policy, released_style_image
+from agents.cli import UsageError, atomic_path, cli_main, device_name, fail, int_range, one_line
+from agents.inference import (
+    MIN_SIDE,
+    FrameStylizer,
+    PreparedStyle,
+    prepare_style,
+    save_sequence,
+    stylize_sequence,
+)
+from agents.models import load_policy, released_style_image
 from agents.style_sac import ActorBuilderPolicy
 from nst_env.images import ImageReadError, load_image, resize, scan_folder
 from nst_env.style_transfer import resolve_device, resolve_sample
 from nst_env.video import (
     FOURCC,
+    VideoProperties,
     VideoReadError,
     iter_video_frames,
     open_video_writer,
@@ -42,6 +56,10 @@ from nst_env.video import (
 #: Approximate peak bytes per content pixel of one actor + builder step in float32 (measured with
 #: benchmarks at 512-2048 px, rounded up).
 BYTES_PER_PIXEL = 600
+#: Longest side a style image is decoded and encoded at.
+STYLE_MAX_SIDE = 1024
+#: Most steps ``--steps`` takes (each step costs a full network pass).
+MAX_STEPS = 1000
 
 
 def image_list(spec: str) -> list[Path]:
@@ -70,7 +88,7 @@ def fit_to_memory(image: np.ndarray, budget: int, max_side: int | None) -> np.nd
         scale = min(scale, max_side / max(h, w))
     if scale >= 1.0:
         return image
-    return resize(image, max(4, int(w * scale)), max(4, int(h * scale)))
+    return resize(image, max(MIN_SIDE, int(w * scale)), max(MIN_SIDE, int(h * scale)))
 
 
 def style_list(spec: str | None, model: str | None, policy: ActorBuilderPolicy) -> list[tuple[str, Path | None]]:
@@ -98,11 +116,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--style", default=None,
                    help="style image, folder of images, or built-in name (single-style models: optional, names "
                         "the outputs)")
-    p.add_argument("--steps", type=int, nargs="+", default=[10],
+    p.add_argument("--steps", type=int_range(1, MAX_STEPS), nargs="+", default=[10],
                    help="images: steps to run (all are saved; the largest counts); video: one output per step")
     p.add_argument("--out", default="stylized", help="output folder")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--max-side", type=int, default=None, help="process at most this long a side (outputs are resized back)")
+    p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--max-side", type=int_range(MIN_SIDE), default=None,
+                   help="process at most this long a side (outputs are resized back)")
     p.add_argument("--sample", action="store_true", help="sample latents instead of using the distribution mean")
     return p.parse_args(argv)
 
@@ -123,19 +142,22 @@ def fitted(image: np.ndarray, name: str, device: torch.device, max_side: int | N
 
 
 def stylize_image_file(
-    policy: ActorBuilderPolicy, path: Path, style: np.ndarray | None, stem: str, args: argparse.Namespace
+    policy: ActorBuilderPolicy, path: Path, style: PreparedStyle | None, stem: str, args: argparse.Namespace
 ) -> str:
     """Write one PNG per step (up to ``max(--steps)``), a strip and a GIF for one content image.
 
     :param policy: the loaded policy.
     :param path: the content image.
-    :param style: the style image (``None`` for a single-style model).
+    :param style: the style, encoded once (``None`` for a single-style model).
     :param stem: the outputs' file-name stem.
     :param args: the parsed command line (``steps``, ``out``, ``device``, ``max_side``, ``sample``).
     :return: what was written, for the log.
     """
     content = load_image(path)
     work = fitted(content, path.name, policy.device, args.max_side)
+    if min(content.shape[:2]) < MIN_SIDE:
+        print(f"note: {path.name} ({content.shape[1]}x{content.shape[0]}) is smaller than the networks take: it is "
+              f"processed at least {MIN_SIDE} px a side, then resized back.")
     outputs = stylize_sequence(policy, work, style, max(args.steps), deterministic=not args.sample)
     outputs = [resize(o, content.shape[1], content.shape[0]) for o in outputs]
     paths = save_sequence(outputs, Path(args.out), stem)
@@ -143,17 +165,18 @@ def stylize_image_file(
 
 
 def stylize_video_file(
-    policy: ActorBuilderPolicy, path: Path, style: np.ndarray | None, stem: str, args: argparse.Namespace
+    policy: ActorBuilderPolicy, path: Path, style: PreparedStyle | None, stem: str, args: argparse.Namespace
 ) -> str:
     """Write one video per requested step, with the input's frame count, frame size and frame rate.
 
     Decoded frames are stylised once; a frame the container shows several times (empty "repeat" entries,
     see :func:`~nst_env.video.iter_video_frames`) is written as often. The codec follows the input's file
-    ending where OpenCV can write it (:data:`~nst_env.video.FOURCC`), else MPEG-4 in ``.mp4``.
+    ending where OpenCV can write it (:data:`~nst_env.video.FOURCC`), else MPEG-4 in ``.mp4``. The videos are
+    written under temporary names and renamed once complete (removed when the input fails part way).
 
     :param policy: the loaded policy.
     :param path: the input video.
-    :param style: the style image (``None`` for a single-style model).
+    :param style: the style, encoded once (``None`` for a single-style model).
     :param stem: the outputs' file-name stem.
     :param args: the parsed command line (``steps``, ``out``, ``device``, ``max_side``, ``sample``).
     :return: what was written, for the log.
@@ -161,9 +184,28 @@ def stylize_video_file(
     properties = video_properties(path)
     suffix = path.suffix.lower() if path.suffix.lower() in FOURCC else ".mp4"
     out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     stylizer = FrameStylizer(policy, style, args.steps, deterministic=not args.sample)
     paths = {step: out_dir / f"{stem}_step{step:02d}{suffix}" for step in stylizer.steps}
+    with ExitStack() as stack:
+        partial = {step: stack.enter_context(atomic_path(p)) for step, p in paths.items()}
+        frames = write_video(stylizer, path, properties, partial, args.max_side)
+    return f"{frames} frames, steps {stylizer.steps} -> {', '.join(str(p) for p in paths.values())}"
+
+
+def write_video(
+    stylizer: FrameStylizer, path: Path, properties: VideoProperties, paths: dict[int, Path], max_side: int | None
+) -> int:
+    """Stylise every frame of a video and write one video per kept step.
+
+    :param stylizer: the frame stylizer (its policy, style and steps).
+    :param path: the input video.
+    :param properties: the input's frame count, frame rate and size.
+    :param paths: the file to write for each kept step.
+    :param max_side: the ``--max-side`` argument.
+    :return: the number of frames stylised.
+    :raises VideoReadError: a video without a decodable frame.
+    """
+    policy = stylizer.policy
     writers: dict[int, cv2.VideoWriter] = {}
     pending: dict[int, np.ndarray] = {}
     written = 0
@@ -179,8 +221,9 @@ def stylize_video_file(
         with tqdm(total=max(properties.frame_count, 1), unit="frame", desc=path.name) as bar:
             for index, frame in iter_video_frames(path):
                 if not writers:
-                    work_size = fitted(frame, path.name, policy.device, args.max_side).shape
+                    work_size = fitted(frame, path.name, policy.device, max_side).shape
                     fps = properties.fps if properties.fps > 0 else 25.0
+                    next(iter(paths.values())).parent.mkdir(parents=True, exist_ok=True)
                     writers = {s: open_video_writer(p, fps, frame.shape[1], frame.shape[0]) for s, p in paths.items()}
                 if pending:  # the previous frame is shown until this one's position
                     written += write(pending, max(1, index - written))
@@ -194,37 +237,67 @@ def stylize_video_file(
     finally:
         for writer in writers.values():
             writer.release()
-    return f"{stylizer.frame} frames, steps {stylizer.steps} -> {', '.join(str(p) for p in paths.values())}"
+    return stylizer.frame
 
 
+def load_style(policy: ActorBuilderPolicy, path: Path | None) -> PreparedStyle | None:
+    """A style image read (longest side at most :data:`STYLE_MAX_SIDE`) and encoded once for ``policy``
+    (``None`` for a single-style model or without an image).
+
+    :param policy: the loaded policy.
+    :param path: the style image.
+    """
+    if not policy.needs_style_image or path is None:
+        return None
+    return prepare_style(policy, load_image(path, max_side=STYLE_MAX_SIDE))
+
+
+#: What makes one (content, style) pair fail while the others go on.
+PAIR_ERRORS = (ImageReadError, OSError, ValueError, torch.cuda.OutOfMemoryError, MemoryError)
+
+
+@cli_main
 def main(argv: list[str] | None = None) -> int:
+    """``python -m agents.stylize``: every (content, style) pair; each style is read and encoded once.
+
+    A pair that fails (an unreadable image, too little memory) is reported in one line and the others go on;
+    the exit status is then 2 (bad input before any work, e.g. a missing model: one line, status 2).
+
+    :param argv: the command line (``None``: ``sys.argv[1:]``).
+    """
     args = parse_args(argv)
+    inputs = [Path(args.video)] if args.video else image_list(args.content)
+    if args.video:
+        video_properties(inputs[0])  # a missing or unreadable video is reported here
     try:
-        if min(args.steps) < 1:
-            raise ValueError(f"--steps must be >= 1, got {args.steps}.")
-        inputs = [Path(args.video)] if args.video else image_list(args.content)
-        if args.video:
-            video_properties(inputs[0])  # a missing or unreadable video is reported here
-        device = resolve_device(args.device)
-        policy = load_policy(args.model, device)
-        styles = style_list(args.style, args.model, policy)
-        if args.style is not None and not policy.needs_style_image:
-            print(f"note: {args.model} is a single-style model: --style only names the outputs.")
-    except (FileNotFoundError, ValueError, ModelLoadError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        policy = load_policy(args.model, resolve_device(args.device))
+    except (RuntimeError, AssertionError) as exc:  # e.g. --device cuda on a machine without CUDA
+        fail(f"--device {args.device}: {exc}")
+    styles = style_list(args.style, args.model, policy)
+    if args.style is not None and not policy.needs_style_image:
+        print(f"note: {args.model} is a single-style model: --style only names the outputs.")
     stylize_file = stylize_video_file if args.video else stylize_image_file
-    failures = 0
-    for input_path in tqdm(inputs, desc="content", disable=len(inputs) * len(styles) == 1 or bool(args.video)):
+    failures, total = 0, len(inputs) * len(styles)
+    with tqdm(total=total, desc="pairs", disable=total == 1 or bool(args.video)) as bar:
         for style_name, style_path in styles:
             try:
-                style = load_image(style_path, max_side=1024) if policy.needs_style_image and style_path else None
-                message = stylize_file(policy, input_path, style, f"{input_path.stem}__{style_name}", args)
-                print(f"{input_path.name} x {style_name}: {message}")
-            except (ImageReadError, OSError, ValueError, torch.cuda.OutOfMemoryError, MemoryError) as exc:
-                failures += 1
-                print(f"error: {input_path.name} x {style_name}: {exc}", file=sys.stderr)
-    return 1 if failures else 0
+                style = load_style(policy, style_path)
+            except PAIR_ERRORS as exc:
+                failures += len(inputs)
+                bar.update(len(inputs))
+                print(f"error: style {style_name}: {one_line(exc)}", file=sys.stderr)
+                continue
+            for input_path in inputs:
+                try:
+                    message = stylize_file(policy, input_path, style, f"{input_path.stem}__{style_name}", args)
+                    print(f"{input_path.name} x {style_name}: {message}")
+                except PAIR_ERRORS as exc:
+                    failures += 1
+                    print(f"error: {input_path.name} x {style_name}: {one_line(exc)}", file=sys.stderr)
+                bar.update(1)
+    if failures:
+        raise UsageError(f"{failures} of {total} (content, style) pairs failed")
+    return 0
 
 
 if __name__ == "__main__":

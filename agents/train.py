@@ -35,13 +35,16 @@ from stable_baselines3.common.noise import (
 )
 
 from agents import train_sac
+from agents.cli import cli_main
 from agents.train_sac import (
-    RUN_KEYS,
     build_parser,
+    discard_on_error,
     fit,
     load_checkpoint,
     make_env,
+    make_model,
     prepare_run,
+    save_model,
 )
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
@@ -100,19 +103,16 @@ def run(args: argparse.Namespace) -> int:
     algo_class = algorithm_class(args.algo)
     torch.set_flush_denormal(True)
     config, run_dir, checkpoint = prepare_run(args, args.algo, HYPERPARAMS_DIR / f"{args.algo}.yml")
-    env = make_env(config, run_dir, args.device, resume=checkpoint is not None)
-    if checkpoint is not None:
-        model = load_checkpoint(algo_class, checkpoint, env, args.device)
-    else:
-        kwargs = {k: v for k, v in config.items() if k not in (*RUN_KEYS, "env_id", "seed", "init")}
-        noise = action_noise(config, env.action_space)  # type: ignore[arg-type]
-        if noise is not None:
-            kwargs["action_noise"] = noise
-        model = algo_class(config["policy"], env, seed=config["seed"], device=args.device, verbose=args.verbose,
-                           **kwargs)
+    with discard_on_error(run_dir, new=checkpoint is None):
+        env = make_env(config, run_dir, args.device, resume=checkpoint is not None)
+        if checkpoint is not None:
+            model = load_checkpoint(algo_class, checkpoint, env, args.device)
+        else:
+            noise = action_noise(config, env.action_space)  # type: ignore[arg-type]
+            model = make_model(algo_class, config, env, args, **({"action_noise": noise} if noise is not None else {}))
     if not fit(model, config, run_dir, args, f"python -m agents.train --algo {args.algo}"):
         return 130
-    model.save(run_dir / "model.zip")
+    save_model(model, run_dir / "model.zip")
     print(f"Saved {run_dir / 'model.zip'}")
     return 0
 
@@ -124,8 +124,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    """``python -m agents.train``."""
+    """``python -m agents.train``; bad input ends it with a one-line error and exit status 2."""
     return run(parse_args(argv))
 
 

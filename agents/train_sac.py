@@ -11,22 +11,31 @@ the ``NST-v0/RLNSTPolicy`` entry of the hyper-parameter file). Either writes a r
         monitor/0.monitor.csv  episode rewards and lengths (SB3 Monitor)
         logs/progress.csv   training metrics (critic loss, temperature, content/style losses, ...); a resumed
                             run adds logs/progress_from_<step>.csv
-        checkpoints/        rl_model_<steps>_steps.zip + the latest replay buffer, for --resume
+        checkpoints/        rl_model_<steps>_steps.zip, each with its replay_buffer_<steps>_steps.pkl (the
+                            buffers of the newest 2 checkpoints are kept), for --resume
         eval/               EvalCallback results (evaluations.npz) and the best model
         sequence.png        the 1..10 stylisation sequence on fixed evaluation pairs
 
 Interrupting (Ctrl-C or SIGTERM) saves a checkpoint first; ``--resume RUN_DIR`` continues with the same step
-count. A SIGKILL loses at most the work since the last checkpoint (``--save-freq``).
+count. Checkpoints and the model are written atomically (a temporary file renamed once complete), so a
+SIGKILL at any moment loses at most the work since the last complete checkpoint (``--save-freq``).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import inspect
+import pickle
 import re
+import shutil
 import signal
 import sys
 import time
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +53,7 @@ from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
+from agents.cli import atomic_path, cli_main, device_name, float_range, int_range, remove_partial_files
 from agents.inference import sequence_grid, stylize_sequence
 from agents.networks.pretrained import rlnst_style_image_path
 from agents.style_sac import StyleSAC
@@ -57,20 +67,28 @@ EVAL_PAIRS = (("chelsea", "starry_night"), ("astronaut", "the_scream"), ("buildi
 #: Keys of a run configuration that are not algorithm constructor arguments (``noise_*``: RL Zoo's action noise
 #: of TD3-like algorithms, see :mod:`agents.train`).
 RUN_KEYS = ("policy", "n_timesteps", "env_kwargs", "n_envs", "algo", "noise_type", "noise_std")
+#: ``--image-size`` bounds: NSTEnv's smallest (relu4_* features are image_size/8 wide) and a side whose replay
+#: buffer of a few thousand images already needs tens of GB.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``KEY:VALUE`` pairs (values parsed as YAML; dotted keys reach nested dicts) into a nested dict."""
     result: dict[str, Any] = {}
     for item in items:
-        if ":" not in item:
+        key, colon, value = item.partition(":")
+        if not colon or not all(key.split(".")):
             raise SystemExit(f"--hyperparams expects KEY:VALUE, got {item!r}.")
-        key, value = item.split(":", 1)
         node = result
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise SystemExit(f"--hyperparams {item!r}: {part} is given a value and also used as a group of keys.")
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise SystemExit(f"--hyperparams {item!r}: the value is not valid YAML ({exc}).") from exc
     return result
 
 
@@ -119,6 +137,18 @@ def pin_single_style(config: dict[str, Any]) -> None:
     config["env_kwargs"]["style"] = str(shipped)
 
 
+def use_released_architecture(config: dict[str, Any]) -> None:
+    """``--init`` loads released weights, which need the papers' builder and actor initialisation: turn off
+    the from-scratch options ``residual_builder`` and ``initial_log_scale`` of a MiniStylerPolicy config.
+
+    :param config: the run configuration; its ``policy_kwargs`` are changed in place.
+    """
+    kwargs = config.setdefault("policy_kwargs", {})
+    if config.get("init") and config["policy"] == "MiniStylerPolicy" and kwargs.get("residual_builder"):
+        print("--init loads the released weights: using the papers' builder (residual_builder: false).")
+        kwargs.update(residual_builder=False, initial_log_scale=None)
+
+
 def build_config(args: argparse.Namespace, hyperparams_file: Path = HYPERPARAMS_FILE) -> dict[str, Any]:
     """Hyper-parameters of ``args.env`` (and ``--policy``) from the YAML file, then the flags on top.
 
@@ -149,6 +179,7 @@ def build_config(args: argparse.Namespace, hyperparams_file: Path = HYPERPARAMS_
     config.setdefault("n_envs", 1)
     config["env_id"], config["seed"], config["init"] = args.env, args.seed, args.init
     pin_single_style(config)
+    use_released_architecture(config)
     return config
 
 
@@ -175,20 +206,68 @@ def make_env(config: dict[str, Any], run_dir: Path, device: str, resume: bool, s
     )
 
 
-class ResumableCheckpoint(CheckpointCallback):
-    """SB3's CheckpointCallback that also keeps the latest replay buffer of off-policy algorithms (only the
-    latest, to spare disk)."""
+#: Checkpoint file names: ``rl_model_<steps>_steps.zip`` and its ``replay_buffer_<steps>_steps.pkl``.
+CHECKPOINT_PATTERN = re.compile(r"rl_model_(\d+)_steps\.zip")
+BUFFER_PATTERN = re.compile(r"replay_buffer_(\d+)_steps\.pkl")
 
-    def __init__(self, save_freq: int, save_path: Path) -> None:
+
+def save_model(model: BaseAlgorithm, path: Path) -> Path:
+    """``model.save(path)``, atomically: a kill during the save leaves the previous file (or none).
+
+    :param model: the model to save.
+    :param path: the ``.zip`` to write.
+    """
+    with atomic_path(path) as partial:
+        model.save(partial)
+    return path
+
+
+def buffer_path(checkpoint: Path) -> Path:
+    """The replay buffer saved with ``rl_model_<steps>_steps.zip``: ``replay_buffer_<steps>_steps.pkl`` beside it.
+
+    :param checkpoint: the checkpoint zip.
+    """
+    return checkpoint.with_name(checkpoint.name.replace("rl_model_", "replay_buffer_").replace(".zip", ".pkl"))
+
+
+class ResumableCheckpoint(CheckpointCallback):
+    """SB3's CheckpointCallback that saves each checkpoint's replay buffer beside it (off-policy algorithms),
+    every file atomically, keeping the buffers of the newest :attr:`keep_buffers` checkpoints to spare disk.
+
+    Order of a save of step ``N``: an older ``rl_model_N_steps.zip`` (from a run resumed at an earlier step) is
+    removed, the buffer ``replay_buffer_N_steps.pkl`` is written, then the model zip, then older buffers are
+    pruned. Whenever the process is killed, every checkpoint zip present is complete and the buffer of the same
+    step, when present, was saved with it.
+
+    :param save_freq: save every ``save_freq`` calls (env steps per env).
+    :param save_path: the run's ``checkpoints/`` folder.
+    :param keep_buffers: how many of the newest checkpoints keep their replay buffer.
+    """
+
+    def __init__(self, save_freq: int, save_path: Path, keep_buffers: int = 2) -> None:
         super().__init__(save_freq, str(save_path), name_prefix="rl_model", save_replay_buffer=False)
+        self.keep_buffers = keep_buffers
 
     def save_now(self) -> Path:
-        """Write ``rl_model_<steps>_steps.zip`` and ``replay_buffer.pkl``; return the model path."""
+        """Write ``rl_model_<steps>_steps.zip`` and its ``replay_buffer_<steps>_steps.pkl``; return the model path."""
         path = Path(self._checkpoint_path(extension="zip"))
-        self.model.save(path)
+        path.unlink(missing_ok=True)
         if isinstance(self.model, OffPolicyAlgorithm):
-            self.model.save_replay_buffer(Path(self.save_path) / "replay_buffer.pkl")
+            with atomic_path(buffer_path(path)) as partial:
+                self.model.save_replay_buffer(partial)
+        save_model(self.model, path)
+        self.prune_buffers()
         return path
+
+    def prune_buffers(self) -> None:
+        """Delete the replay buffers of all but the newest :attr:`keep_buffers` checkpoints (and orphans)."""
+        folder = Path(self.save_path)
+        steps = sorted((int(m.group(1)) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.fullmatch(p.name))),
+                       reverse=True)
+        keep = set(steps[: self.keep_buffers])
+        for buffer in folder.iterdir():
+            if (m := BUFFER_PATTERN.fullmatch(buffer.name)) and int(m.group(1)) not in keep:
+                buffer.unlink(missing_ok=True)
 
     def _on_step(self) -> bool:
         if self.n_calls % self.save_freq == 0:
@@ -223,14 +302,52 @@ class WallClockLimit(BaseCallback):
         return False
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be resumed from as a Stable-Baselines3 model zip (``None``: it can).
+
+    Checks that it is a complete zip (every member's CRC) holding SB3's ``data`` and ``policy.pth``.
+
+    :param path: the candidate checkpoint.
+    """
+    if not zipfile.is_zipfile(path):
+        return "not a zip archive (truncated, or not a model)"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, NotImplementedError) as exc:
+        return f"a damaged zip archive ({exc})"
+    if damaged is not None:
+        return f"a damaged zip archive ({damaged} fails its checksum)"
+    if not {"data", "policy.pth"} <= names:
+        return "a zip archive but not a Stable-Baselines3 model (no data and policy.pth inside)"
+    return None
+
+
 def latest_checkpoint(path: Path) -> Path:
-    """The checkpoint to resume from: ``path`` itself, or the newest one in a run folder."""
+    """The checkpoint to resume from: ``path`` itself, or the newest complete one in a run folder's
+    ``checkpoints/`` (a damaged newer one, e.g. from a copy cut short, is skipped with a warning).
+
+    :param path: the ``--resume`` argument: a checkpoint zip or a run folder.
+    :raises SystemExit: no such file or folder, a damaged zip given explicitly, or no complete checkpoint.
+    """
     if path.is_file():
+        problem = checkpoint_problem(path)
+        if problem:
+            raise SystemExit(f"--resume {path}: cannot resume from it, it is {problem}.")
         return path
-    zips = sorted((path / "checkpoints").glob("rl_model_*_steps.zip"), key=lambda p: int(p.stem.split("_")[2]))
-    if not zips:
-        raise SystemExit(f"No checkpoint to resume from in {path / 'checkpoints'}.")
-    return zips[-1]
+    if not path.is_dir():
+        raise SystemExit(f"--resume {path}: no such run folder or checkpoint zip.")
+    folder = path / "checkpoints"
+    found = sorted(((int(m.group(1)), p) for p in (folder.iterdir() if folder.is_dir() else [])
+                    if (m := CHECKPOINT_PATTERN.fullmatch(p.name))), reverse=True)
+    for _, checkpoint in found:
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            return checkpoint
+        print(f"warning: skipping {checkpoint}: it is {problem}.", file=sys.stderr)
+    reason = "none of them is complete" if found else "there is none"
+    raise SystemExit(f"--resume {path}: expected a run folder with checkpoints/rl_model_<steps>_steps.zip, but {reason}.")
 
 
 def save_sequence_picture(
@@ -250,7 +367,8 @@ def save_sequence_picture(
         c = load_image(resolve_sample(content), max_side=side)
         s = load_image(resolve_sample(style or pair_style), max_side=side)
         rows.append((c, s, stylize_sequence(model.policy, c, s, steps)))
-    sequence_grid(rows).save(path)
+    with atomic_path(path) as partial:
+        sequence_grid(rows).save(partial)
     return path
 
 
@@ -262,21 +380,22 @@ def build_parser(description: str = __doc__.split("\n")[0]) -> argparse.Argument
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--env", default="NST-v0", help="environment id")
     p.add_argument("--policy", default=None, help="policy alias (default from the hyper-parameter file)")
-    p.add_argument("-n", "--n-timesteps", type=int, default=None, help="env steps to train for")
-    p.add_argument("--image-size", type=int, default=None, help="training image side in px")
+    p.add_argument("-n", "--n-timesteps", type=int_range(1), default=None, help="env steps to train for")
+    p.add_argument("--image-size", type=int_range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), default=None,
+                   help="training image side in px")
     p.add_argument("--content-dir", default=None, help="folder of content photos (recursive), e.g. MS-COCO")
     p.add_argument("--style-dir", default=None, help="folder of style images (recursive), e.g. WikiArt")
     p.add_argument("--style", default=None, help="pin one style (path or built-in name): single-style training")
-    p.add_argument("--n-envs", type=int, default=None, help="parallel envs (SubprocVecEnv when > 1)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--n-envs", type=int_range(1, 256), default=None, help="parallel envs (SubprocVecEnv when > 1)")
+    p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
     p.add_argument("-f", "--log-folder", default="runs", help="where run folders are created")
     p.add_argument("--tensorboard-log", default=None, help="also log to TensorBoard in this folder")
-    p.add_argument("--save-freq", type=int, default=500, help="checkpoint every N env steps (0: never)")
-    p.add_argument("--eval-freq", type=int, default=500, help="evaluate every N env steps (0: never)")
-    p.add_argument("--buffer-size", type=int, default=None, help="replay buffer capacity")
-    p.add_argument("--max-minutes", type=float, default=None,
+    p.add_argument("--save-freq", type=int_range(0), default=500, help="checkpoint every N env steps (0: never)")
+    p.add_argument("--eval-freq", type=int_range(0), default=500, help="evaluate every N env steps (0: never)")
+    p.add_argument("--buffer-size", type=int_range(1), default=None, help="replay buffer capacity")
+    p.add_argument("--max-minutes", type=float_range(0.0), default=None,
                    help="stop training after this many minutes of wall-clock time (then save and finish as "
                         "usual; -n stays the upper bound)")
     p.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE",
@@ -287,7 +406,7 @@ def build_parser(description: str = __doc__.split("\n")[0]) -> argparse.Argument
     p.add_argument("--resume", default=None,
                    help="run folder or checkpoint zip to continue from (with -n: a new total step count)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("-v", "--verbose", type=int, default=1)
+    p.add_argument("-v", "--verbose", type=int_range(0, 2), default=1)
     return p
 
 
@@ -316,18 +435,88 @@ def prepare_run(
     if args.resume:
         checkpoint = latest_checkpoint(Path(args.resume))
         run_dir = checkpoint.parent.parent
-        config = yaml.safe_load((run_dir / "config.yml").read_text())
+        try:
+            config = yaml.safe_load((run_dir / "config.yml").read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise SystemExit(f"--resume {args.resume}: expected {checkpoint.name} in RUN_DIR/checkpoints/ of a run "
+                             f"with its RUN_DIR/config.yml, but {run_dir / 'config.yml'} cannot be read ({exc}).") from exc
+        if not isinstance(config, dict) or "env_id" not in config:
+            raise SystemExit(f"--resume {args.resume}: {run_dir / 'config.yml'} is not a run configuration.")
         if config.get("algo", "style_sac") != algo:
             raise SystemExit(f"{run_dir} was trained with {config.get('algo', 'style_sac')}, not {algo}.")
+        remove_partial_files(run_dir / "checkpoints")
         if args.n_timesteps is not None:
             config["n_timesteps"] = args.n_timesteps
-            (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+            write_config(run_dir, config)
         return config, run_dir, checkpoint
     config = {**build_config(args, hyperparams_file), "algo": algo}
     run_dir = next_run_dir(Path(args.log_folder), args.env, algo)
     (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_config(run_dir, config)
     return config, run_dir, None
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """Write ``run_dir/config.yml`` atomically.
+
+    :param run_dir: the run folder.
+    :param config: the run configuration.
+    """
+    with atomic_path(run_dir / "config.yml") as partial:
+        partial.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+@contextmanager
+def discard_on_error(run_dir: Path, new: bool) -> Iterator[None]:
+    """Remove a new run's folder when setting the run up fails (a bad env or hyper-parameter), so that no
+    half-made run is left behind; a resumed run's folder is never touched.
+
+    :param run_dir: the run folder.
+    :param new: whether this command created it.
+    """
+    try:
+        yield
+    except BaseException:
+        if new:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def algorithm_kwargs(config: dict[str, Any], algo_class: type[BaseAlgorithm]) -> dict[str, Any]:
+    """The constructor arguments of ``algo_class`` in a run configuration (every key but the run's own).
+
+    :param config: the run configuration (hyper-parameter file + ``--hyperparams`` + flags).
+    :param algo_class: the algorithm.
+    :raises SystemExit: a key the algorithm does not take.
+    """
+    kwargs = {k: v for k, v in config.items() if k not in (*RUN_KEYS, "env_id", "seed", "init")}
+    accepted = set(inspect.signature(algo_class.__init__).parameters) - {"self", "policy", "env", "seed", "device",
+                                                                           "verbose", "_init_setup_model"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise SystemExit(f"Unknown hyper-parameter {', '.join(unknown)} for {algo_class.__name__} (--hyperparams or "
+                         f"the hyper-parameter file); expected one of: {', '.join(sorted(accepted | set(RUN_KEYS)))}.")
+    return kwargs
+
+
+def make_model(algo_class: type[BaseAlgorithm], config: dict[str, Any], env: VecEnv, args: argparse.Namespace,
+               **extra: Any) -> BaseAlgorithm:
+    """A new model of ``algo_class`` from a run configuration.
+
+    :param algo_class: the algorithm.
+    :param config: the run configuration.
+    :param env: the training env.
+    :param args: the parsed command line (``device``, ``verbose``).
+    :param extra: further constructor arguments (e.g. an action noise).
+    :raises SystemExit: an unknown hyper-parameter, or a value the algorithm or its policy refuses.
+    """
+    kwargs = {**algorithm_kwargs(config, algo_class), **extra}
+    try:
+        return algo_class(config["policy"], env, seed=config["seed"], device=args.device, verbose=args.verbose,
+                          **kwargs)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise SystemExit(f"The hyper-parameters do not fit {algo_class.__name__} ({type(exc).__name__}: {exc}); "
+                         f"check --hyperparams and the hyper-parameter file.") from exc
 
 
 def load_checkpoint(algo_class: type[BaseAlgorithm], checkpoint: Path, env: VecEnv, device: str) -> BaseAlgorithm:
@@ -338,12 +527,41 @@ def load_checkpoint(algo_class: type[BaseAlgorithm], checkpoint: Path, env: VecE
     :param env: the env to continue on.
     :param device: where the networks go.
     """
-    model = algo_class.load(checkpoint, env=env, device=device)
-    buffer = checkpoint.parent / "replay_buffer.pkl"
-    if buffer.is_file() and isinstance(model, OffPolicyAlgorithm):
-        model.load_replay_buffer(buffer)
+    try:
+        model = algo_class.load(checkpoint, env=env, device=device)
+    except Exception as exc:  # SB3 raises many kinds for a zip of another algorithm, policy or env
+        raise SystemExit(f"--resume: cannot load {checkpoint} as a {algo_class.__name__} model for this run "
+                         f"({type(exc).__name__}: {exc}).") from exc
     print(f"Resuming {checkpoint.parent.parent} from {checkpoint.name} at step {model.num_timesteps}.")
+    if isinstance(model, OffPolicyAlgorithm):
+        load_buffer(model, checkpoint)
     return model
+
+
+def load_buffer(model: OffPolicyAlgorithm, checkpoint: Path) -> None:
+    """Load the replay buffer saved with ``checkpoint`` (:func:`buffer_path`); without one, say that the
+    buffer starts empty and is refilled by the new steps.
+
+    Runs written before buffers were saved per checkpoint kept one ``replay_buffer.pkl``, written after the
+    newest checkpoint: it is used only with that checkpoint.
+
+    :param model: the loaded model.
+    :param checkpoint: the checkpoint it was loaded from.
+    """
+    buffer = buffer_path(checkpoint)
+    legacy = checkpoint.parent / "replay_buffer.pkl"
+    newest = max(checkpoint.parent.glob("rl_model_*_steps.zip"), key=lambda p: p.stat().st_mtime)
+    if not buffer.is_file() and legacy.is_file() and newest == checkpoint and legacy.stat().st_mtime >= checkpoint.stat().st_mtime:
+        buffer = legacy
+    if buffer.is_file():
+        try:
+            model.load_replay_buffer(buffer)
+            print(f"Replay buffer: {buffer.name}, {model.replay_buffer.size()} transitions.")
+            return
+        except (OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError) as exc:
+            print(f"warning: {buffer} cannot be read ({type(exc).__name__}: {exc}).", file=sys.stderr)
+    print(f"note: no replay buffer saved with {checkpoint.name}: the buffer starts empty and is refilled by the "
+          f"new steps.", file=sys.stderr)
 
 
 def fit(model: BaseAlgorithm, config: dict[str, Any], run_dir: Path, args: argparse.Namespace, command: str) -> bool:
@@ -392,28 +610,29 @@ def run(args: argparse.Namespace) -> int:
     """Train StyleSAC as ``args`` say (:func:`build_parser`); return the exit status (130: interrupted)."""
     torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down by up to 2x
     config, run_dir, checkpoint = prepare_run(args)
-    env = make_env(config, run_dir, args.device, resume=checkpoint is not None)
-    if checkpoint is not None:
-        model = load_checkpoint(StyleSAC, checkpoint, env, args.device)
-    else:
-        algo_kwargs = {k: v for k, v in config.items() if k not in (*RUN_KEYS, "env_id", "seed", "init")}
-        model = StyleSAC(config["policy"], env, seed=config["seed"], device=args.device, verbose=args.verbose,
-                         **algo_kwargs)
-        if config.get("init"):
-            try:
-                model.load_pretrained(config["init"])
-            except (FileNotFoundError, ValueError) as exc:
-                raise SystemExit(f"--init {config['init']} does not fit {config['policy']}: {exc}") from exc
+    with discard_on_error(run_dir, new=checkpoint is None):
+        env = make_env(config, run_dir, args.device, resume=checkpoint is not None)
+        if checkpoint is not None:
+            model = load_checkpoint(StyleSAC, checkpoint, env, args.device)
+        else:
+            model = make_model(StyleSAC, config, env, args)
+            if config.get("init"):
+                try:
+                    model.load_pretrained(config["init"])
+                except (FileNotFoundError, ValueError) as exc:
+                    raise SystemExit(f"--init {config['init']} does not fit {config['policy']}: {exc}") from exc
     if not fit(model, config, run_dir, args, "python -m agents.train_sac"):
         return 130
-    model.save(run_dir / "model.zip")
+    save_model(model, run_dir / "model.zip")
     picture = save_sequence_picture(model, run_dir / "sequence.png", style=config["env_kwargs"].get("style"))
     print(f"Saved {run_dir / 'model.zip'} and the stylisation sequence {picture}")
     return 0
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
-    """``python -m agents.train_sac``: parse the command line and train (:func:`run`)."""
+    """``python -m agents.train_sac``: parse the command line and train (:func:`run`); bad input ends it with a
+    one-line error and exit status 2 (:func:`agents.cli.cli_main`)."""
     return run(parse_args(argv))
 
 

@@ -31,6 +31,7 @@ import psutil
 import yaml
 
 from agents import train
+from agents.cli import cli_main, device_name, int_range
 from agents.train_sac import EVAL_PAIRS
 from benchmarks.common import (
     RESULTS_DIR,
@@ -188,21 +189,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--algos", nargs="+", choices=sorted(train.ALGOS),
                    default=["style_sac", "sac", "td3", "tqc", "ppo", "a2c"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("-n", "--n-timesteps", type=int, default=300, help="env steps per run (the same for all)")
-    p.add_argument("--image-size", type=int, default=64, help="image side (NatureCNN needs >= 36 px)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seeds", type=int_range(0, 2**32 - 1), nargs="+", default=[0, 1, 2])
+    p.add_argument("-n", "--n-timesteps", type=int_range(1), default=300, help="env steps per run (the same for all)")
+    p.add_argument("--image-size", type=int_range(36, 4096), default=64, help="image side (NatureCNN needs >= 36 px)")
+    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, ...")
+    p.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("-f", "--log-folder", type=Path, default=Path("runs/compare"), help="run folders")
     p.add_argument("--hyperparams", type=yaml.safe_load, default={},
                    help='per-algorithm overrides as YAML, e.g. "{sac: [learning_starts:10]}"')
     p.add_argument("--no-train", action="store_true", help="only read finished runs from --log-folder")
-    p.add_argument("--smooth", type=int, default=5, help="moving average of the curves, in episodes")
+    p.add_argument("--smooth", type=int_range(1), default=5, help="moving average of the curves, in episodes")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
     p.add_argument("--name", default="compare_algorithms", help="stem of the output files")
     return p.parse_args(argv)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> list[Row]:
     """Train (or read) every run, evaluate, tabulate and plot; return the table rows."""
     args = parse_args(argv)

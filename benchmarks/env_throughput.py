@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.cli import cli_main, int_range
 from benchmarks.common import machine_info as common_machine_info
 
 GOAL = 0.8
@@ -38,11 +39,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", nargs="+", default=["auto"],
                         help="devices to run on: cpu, cuda, cuda:1 ...; 'auto' = cpu, plus cuda when available")
-    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256], help="image sides in pixels")
-    parser.add_argument("--steps", type=int, default=60, help="timed env steps (and floor calls) per size")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed env steps and floor calls first")
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved env/floor rounds the steps are split in")
-    parser.add_argument("--threads", type=int, nargs="+", default=None,
+    parser.add_argument("--sizes", nargs="+", type=int_range(16, 8192), default=[64, 128, 256], help="image sides in pixels")
+    parser.add_argument("--steps", type=int_range(1), default=60, help="timed env steps (and floor calls) per size")
+    parser.add_argument("--warmup", type=int_range(0), default=5, help="untimed env steps and floor calls first")
+    parser.add_argument("--rounds", type=int_range(1), default=6, help="interleaved env/floor rounds the steps are split in")
+    parser.add_argument("--threads", type=int_range(1, 1024), nargs="+", default=None,
                         help="torch CPU thread counts to compare, e.g. 1 2 (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the .md/.csv/.json/.png results")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG bar plot")
@@ -203,6 +204,7 @@ def plot(rows: list[dict[str, object]], path: Path) -> None:
     plt.close(fig)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     args = parse_args(argv)
     info = machine_info()

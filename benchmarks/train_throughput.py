@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.cli import cli_main, device_name, float_range, int_range
 from agents.style_sac import StyleSAC
 from agents.train_sac import make_env
 from benchmarks.common import (
@@ -260,18 +261,19 @@ def plot(parts: list[Row], path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256], help="image sides in px")
-    p.add_argument("--steps", type=int, default=30, help="measured env steps per size, at most")
-    p.add_argument("--chunk", type=int, default=5, help="env steps per learn() call")
-    p.add_argument("--budget-s", type=float, default=120.0, help="stop a size after the chunk that passes this")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sizes", type=int_range(16, 4096), nargs="+", default=[64, 128, 256], help="image sides in px")
+    p.add_argument("--steps", type=int_range(1), default=30, help="measured env steps per size, at most")
+    p.add_argument("--chunk", type=int_range(1), default=5, help="env steps per learn() call")
+    p.add_argument("--budget-s", type=float_range(0.0), default=120.0, help="stop a size after the chunk that passes this")
+    p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
     p.add_argument("--log-dir", type=Path, default=Path("runs/train_throughput"), help="Monitor files")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
     return p.parse_args(argv)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> list[Row]:
     """Measure every size; write tables and the figure; return the throughput rows."""
     args = parse_args(argv)

@@ -40,6 +40,7 @@ import torch
 from matplotlib.figure import Figure
 
 from agents import train_sac
+from agents.cli import cli_main, device_name, int_range
 from agents.inference import FrameStylizer
 from agents.models import load_policy
 from agents.networks.pretrained import rlnst_style_image_path
@@ -60,13 +61,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--video", default=str(DEFAULT_VIDEO), help="input video")
     p.add_argument("--video-model", default=None, help="trained RLNSTVideoPolicy zip (default: train one first)")
-    p.add_argument("--train-steps", type=int, default=400, help="env steps when training the video model here")
-    p.add_argument("--start", type=int, default=0, help="first (distinct) frame used")
-    p.add_argument("--frames", type=int, default=24, help="consecutive distinct frames used")
-    p.add_argument("--max-side", type=int, default=160, help="frames are downscaled to this longer side")
-    p.add_argument("--steps", type=int, nargs="+", default=[1, 5, 10], help="stylisation steps reported")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a busy shared machine)")
+    p.add_argument("--train-steps", type=int_range(1), default=400, help="env steps when training the video model here")
+    p.add_argument("--start", type=int_range(0), default=0, help="first (distinct) frame used")
+    p.add_argument("--frames", type=int_range(2), default=24, help="consecutive distinct frames used")
+    p.add_argument("--max-side", type=int_range(16), default=160, help="frames are downscaled to this longer side")
+    p.add_argument("--steps", type=int_range(1, 1000), nargs="+", default=[1, 5, 10], help="stylisation steps reported")
+    p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, ...")
+    p.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch CPU threads (1 on a busy shared machine)")
     p.add_argument("--out", default=str(RESULTS), help="results folder")
     return p.parse_args(argv)
 
@@ -115,6 +116,7 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:

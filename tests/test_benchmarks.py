@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
@@ -95,9 +94,12 @@ def test_export_onnx_matches_pytorch(tmp_path: Path) -> None:
     policy = load_policy("rlministyler", "cpu")
     assert export_onnx.max_difference(policy, path, seed=1) < 1e-4
     moving = np.random.default_rng(0).random((1, 3, 37, 42), dtype=np.float32)
-    out = ort.InferenceSession(str(path)).run(None, {"moving": moving, "style": moving})[0]
+    stylizer = export_onnx.OnnxStylizer(path)  # the step graph and the style encoder beside it
+    out = stylizer(moving, stylizer.encode(moving))
     assert out.shape == (1, 3, 37, 42) and 0.0 <= out.min() and out.max() <= 1.0
-    assert export_onnx.main(["--model", str(tmp_path / "missing.zip"), "--out", str(path)]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        export_onnx.main(["--model", str(tmp_path / "missing.zip"), "--out", str(tmp_path / "other.onnx")])
+    assert exit_info.value.code == 2 and not (tmp_path / "other.onnx").exists()
 
 
 def test_speed_times_every_method_at_every_size(tmp_path: Path) -> None:

@@ -31,7 +31,8 @@ def test_train_sac_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert (run / "monitor" / "0.monitor.csv").is_file()
     assert "train/critic_loss" in (run / "logs" / "progress.csv").read_text().splitlines()[0]
     assert sorted(p.name for p in (run / "checkpoints").glob("*.zip")) == ["rl_model_10_steps.zip", "rl_model_20_steps.zip"]
-    assert (run / "checkpoints" / "replay_buffer.pkl").is_file()
+    buffers = sorted(p.name for p in (run / "checkpoints").glob("*.pkl"))
+    assert buffers == ["replay_buffer_10_steps.pkl", "replay_buffer_20_steps.pkl"]  # one per checkpoint
     assert (run / "eval" / "evaluations.npz").is_file()
     picture = Image.open(run / "sequence.png")
     assert picture.size == (12 * 128, 3 * 128)  # content | style | 10 steps, 3 evaluation pairs
@@ -121,9 +122,10 @@ def test_stylize_bad_models_give_clear_errors(tmp_path: Path, capsys, model: str
 
     with zipfile.ZipFile(tmp_path / "notsac", "w") as zf:
         zf.writestr("data", "{}")
-    code = stylize.main(["--model", str(tmp_path / model), "--content", "chelsea", "--style", "starry_night",
-                         "--out", str(tmp_path / "o"), "--device", "cpu"])
-    assert code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        stylize.main(["--model", str(tmp_path / model), "--content", "chelsea", "--style", "starry_night",
+                      "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert exit_info.value.code == 2 and not (tmp_path / "o").exists()
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
@@ -131,10 +133,12 @@ def test_stylize_bad_models_give_clear_errors(tmp_path: Path, capsys, model: str
 def test_stylize_unreadable_image_is_reported_not_raised(tmp_path: Path, capsys) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    code = stylize.main(["--content", str(broken), "--style", "starry_night", "--steps", "1",
-                         "--out", str(tmp_path / "o"), "--device", "cpu"])
-    assert code == 1
-    assert "Cannot read image" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        stylize.main(["--content", str(broken), "--style", "starry_night", "--steps", "1",
+                      "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Cannot read image" in err and len(err.strip().splitlines()) == 1
 
 
 def test_console_entry_point_help_runs() -> None:

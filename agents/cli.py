@@ -1,0 +1,200 @@
+"""What the command lines share: bounded argument types, one-line errors with exit status 2, atomic writes.
+
+Every ``main(argv)`` of :mod:`agents` and :mod:`benchmarks` is wrapped by :func:`cli_main`: a bad input (a missing,
+unreadable or incompatible file, a value out of range, an unknown hyper-parameter) ends the command with one
+line ``error: ...`` on stderr naming the input and what was expected, and exit status 2 (argparse's own usage
+errors exit with 2 too), never a traceback. Files are written with :func:`atomic_path`, so an interrupted or
+failed command leaves either the complete file or none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import os
+import re
+import sys
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn, TypeVar
+
+import psutil
+import torch
+
+T = TypeVar("T")
+
+#: Exception types that mean "bad input" when they reach a command's top level: files that are missing,
+#: unreadable or of the wrong kind (``OSError``; ``ValueError``, which :class:`~nst_env.images.ImageReadError`,
+#: :class:`~agents.models.ModelLoadError` and :class:`~nst_env.video.VideoReadError` subclass; a corrupt zip),
+#: values the code refuses (``ValueError``, ``TypeError`` from a constructor given an unexpected argument) and
+#: inputs too large for the memory at hand.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    TypeError,
+    EOFError,
+    zipfile.BadZipFile,
+    MemoryError,
+    torch.cuda.OutOfMemoryError,
+)
+
+
+class UsageError(SystemExit):
+    """Exit status 2 for a bad input; ``str()`` is the one-line message (printed by :func:`fail`).
+
+    :param message: what was wrong and what was expected.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def one_line(message: object) -> str:
+    """``message`` as one line (whitespace runs, newlines included, become single spaces).
+
+    :param message: an exception or a string.
+    """
+    text = " ".join(str(message).split())
+    return text or type(message).__name__
+
+
+def fail(message: object) -> NoReturn:
+    """Print ``error: <message>`` on one line to stderr and exit with status 2 (:class:`UsageError`).
+
+    :param message: what was wrong and what was expected (an exception's text is used as is).
+    """
+    text = one_line(message)
+    print(f"error: {text}", file=sys.stderr)
+    raise UsageError(text)
+
+
+def cli_main(func: Callable[[list[str] | None], T]) -> Callable[[list[str] | None], T]:
+    """Wrap a command's ``main(argv)`` so that bad input ends it with one line and exit status 2.
+
+    :data:`INPUT_ERRORS` and ``SystemExit("message")`` (a string: the older way the commands reported errors,
+    which would exit with status 1) become :func:`fail`; argparse's usage errors, :class:`UsageError`,
+    ``KeyboardInterrupt`` and integer exit codes pass unchanged.
+
+    :param func: the command's ``main``, taking the argument list (``None``: ``sys.argv[1:]``).
+    """
+
+    @functools.wraps(func)
+    def main(argv: list[str] | None = None) -> T:
+        try:
+            return func(argv)
+        except UsageError:
+            raise
+        except SystemExit as exc:
+            if isinstance(exc.code, str):
+                fail(exc.code)
+            raise
+        except INPUT_ERRORS as exc:
+            fail(exc)
+
+    return main
+
+
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``[low, high]`` (``high=None``: no upper bound).
+
+    :param low: the smallest value accepted.
+    :param high: the largest value accepted.
+    """
+
+    def parse(text: str) -> int:
+        expected = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names the type in some messages
+    return parse
+
+
+def float_range(low: float, high: float | None = None, low_inclusive: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite float above ``low`` (or at it, with ``low_inclusive``) and at most ``high``.
+
+    :param low: the lower bound.
+    :param high: the largest value accepted (``None``: no upper bound).
+    :param low_inclusive: accept ``low`` itself.
+    """
+
+    def parse(text: str) -> float:
+        bound = f">= {low:g}" if low_inclusive else f"> {low:g}"
+        expected = f"a number {bound}" + ("" if high is None else f" and <= {high:g}")
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        below = value < low if low_inclusive else value <= low
+        if not math.isfinite(value) or below or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+def device_name(text: str) -> str:
+    """An argparse ``type``: ``auto`` or a torch device name (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...).
+
+    :param text: the argument.
+    """
+    if text == "auto":
+        return text
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected auto or a torch device such as cpu, cuda, cuda:1; got {text!r}") from None
+    return text
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path to write ``path``'s new content to; it replaces ``path`` only once complete.
+
+    The temporary file lies in the same folder (``.<stem>.partial-<pid><suffix>``: hidden, same suffix, so
+    writers that choose the format by the file ending still work, and no ``<stem>*<suffix>`` pattern of the
+    real files matches it). When the block ends normally it is flushed to disk and renamed over ``path``
+    (:func:`os.replace`, atomic); when it raises, it is removed. A process killed in between leaves the old
+    ``path`` untouched (and a stray hidden ``.partial`` file).
+
+    :param path: the file to write (its folder must exist).
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        yield temporary
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the leftovers of writes that a killed process did not finish (:func:`atomic_path`) in ``folder``;
+    those of processes still running are left alone.
+
+    :param folder: the folder to clean (missing: nothing to do).
+    :return: the files removed.
+    """
+    folder = Path(folder)
+    stray = []
+    for path in sorted(folder.glob(".*.partial-*")) if folder.is_dir() else []:
+        match = re.search(r"\.partial-(\d+)", path.name)
+        if match and not psutil.pid_exists(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            stray.append(path)
+    return stray
