@@ -70,6 +70,8 @@ RUN_KEYS = ("policy", "n_timesteps", "env_kwargs", "n_envs", "algo", "noise_type
 #: ``--image-size`` bounds: NSTEnv's smallest (relu4_* features are image_size/8 wide) and a side whose replay
 #: buffer of a few thousand images already needs tens of GB.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
+#: Integer hyper-parameters that must be at least 1 (the algorithms do not all check them).
+POSITIVE_KEYS = ("buffer_size", "batch_size", "n_steps", "actor_update_interval")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -496,6 +498,10 @@ def algorithm_kwargs(config: dict[str, Any], algo_class: type[BaseAlgorithm]) ->
     if unknown:
         raise SystemExit(f"Unknown hyper-parameter {', '.join(unknown)} for {algo_class.__name__} (--hyperparams or "
                          f"the hyper-parameter file); expected one of: {', '.join(sorted(accepted | set(RUN_KEYS)))}.")
+    for key in POSITIVE_KEYS:
+        value = kwargs.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SystemExit(f"Hyper-parameter {key} must be an integer >= 1, got {value!r}.")
     return kwargs
 
 
@@ -514,7 +520,7 @@ def make_model(algo_class: type[BaseAlgorithm], config: dict[str, Any], env: Vec
     try:
         return algo_class(config["policy"], env, seed=config["seed"], device=args.device, verbose=args.verbose,
                           **kwargs)
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, AssertionError) as exc:  # SB3 checks some values with assert
         raise SystemExit(f"The hyper-parameters do not fit {algo_class.__name__} ({type(exc).__name__}: {exc}); "
                          f"check --hyperparams and the hyper-parameter file.") from exc
 
