@@ -153,5 +153,6 @@ def test_stylize_single_style_model_needs_no_style(tmp_path: Path, capsys) -> No
                          "--out", str(tmp_path), "--device", "cpu"])
     assert code == 0
     assert (tmp_path / "chelsea__maxresdefault_step02.png").is_file()
-    code = stylize.main(["--content", "chelsea", "--out", str(tmp_path), "--device", "cpu"])
-    assert code == 2 and "--style is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        stylize.main(["--content", "chelsea", "--out", str(tmp_path), "--device", "cpu"])
+    assert exit_info.value.code == 2 and "--style is required" in capsys.readouterr().err
