@@ -17,9 +17,10 @@ its error (the tail of its log) and the suite goes on; ``--skip`` leaves stages 
    out (:mod:`benchmarks.speed`): PyTorch float32, PyTorch float16 (autocast; bfloat16 on a CPU) and ONNX
    Runtime (its CUDA provider when the ``onnxruntime-gpu`` build is installed), with peak memory.
 5. ``finetune``: with what is left, ``python -m agents.train_sac --init rlministyler --max-minutes ...`` at
-   256 px on the training images (``--content-dir`` / ``--style-dir``), then :mod:`benchmarks.quality` of the
-   fine-tuned and the released model on ``--eval-pairs`` held-out pairs (``--eval-content-dir`` /
-   ``--eval-style-dir``) at 256 and 512 px.
+   256 px on the training images, then :mod:`benchmarks.quality` of the fine-tuned and the released model on
+   ``--eval-pairs`` held-out pairs at 256 and 512 px. ``--corpus DIR`` splits a corpus (``photos/``, ``art/``)
+   with :mod:`benchmarks.corpus` into both; else ``--content-dir`` / ``--style-dir`` (default: the built-in
+   samples) and ``--eval-content-dir`` / ``--eval-style-dir`` (default: the same folders, then not held out).
 
 ``--image-size S`` (the dry run) replaces every size: training and fine-tuning at ``S``, stylisation at ``S``,
 evaluation at ``S`` and ``2S``. Writes ``gpu_suite.{md,csv,json}`` (stage statuses, targets, every table),
@@ -127,7 +128,10 @@ def run_process(cmd: list[str], timeout_s: float, log: Path, ok_codes: tuple[int
 
 
 def read_rows(path: Path) -> list[Row]:
-    """The JSON-lines rows a stage process emitted (a line cut short by a kill is ignored)."""
+    """The JSON-lines rows a stage process emitted (a line cut short by a kill is ignored).
+
+    :param path: the stage's rows file (missing: no rows).
+    """
     if not path.is_file():
         return []
     rows = []
@@ -161,7 +165,12 @@ def child_command(args: argparse.Namespace, stage: str, deadline: float, rows: P
 
 
 def run_in_child(args: argparse.Namespace, stage: str, cap_s: float) -> StageResult:
-    """Run one of this module's stage functions in a child process capped at ``cap_s`` seconds."""
+    """Run one of this module's stage functions in a child process.
+
+    :param args: the suite's arguments.
+    :param stage: a key of :data:`STAGE_FUNCTIONS`.
+    :param cap_s: the child's wall-clock cap in seconds.
+    """
     rows_path = args.work_dir / "rows" / f"{stage}.jsonl"
     rows_path.parent.mkdir(parents=True, exist_ok=True)
     rows_path.unlink(missing_ok=True)
@@ -173,7 +182,10 @@ def run_in_child(args: argparse.Namespace, stage: str, cap_s: float) -> StageRes
 
 
 def emitter(path: Path) -> Emit:
-    """A function appending each row to ``path`` as one JSON line, flushed (kept if the process is killed)."""
+    """A function appending each row to ``path`` as one JSON line, flushed (kept if the process is killed).
+
+    :param path: the rows file.
+    """
 
     def emit(row: Row) -> None:
         with open(path, "a") as f:
@@ -200,7 +212,12 @@ def nvidia_smi() -> dict[str, str]:
 
 
 def stage_machine(args: argparse.Namespace, deadline: float, emit: Emit) -> None:
-    """Emit one ``{"key", "value"}`` row per fact about the machine and the device."""
+    """Emit one ``{"key", "value"}`` row per fact about the machine and the device.
+
+    :param args: the suite's arguments (``device``).
+    :param deadline: unused (the stage takes seconds); the signature of every stage function.
+    :param emit: receives each row.
+    """
     device = torch.device(args.device)
     facts = machine_info(device if device.type != "cuda" or torch.cuda.is_available() else "cpu")
     facts.update(cuda_runtime=torch.version.cuda, cudnn=torch.backends.cudnn.version() if torch.cuda.is_available()
@@ -219,7 +236,11 @@ PYTEST_SUMMARY = re.compile(r"^=+ .*\bin [\d.]+s\b")
 
 
 def run_tests(args: argparse.Namespace, cap_s: float) -> StageResult:
-    """``pytest -m gpu``, then ``pytest -m "not gpu"`` with what is left of ``cap_s``; counts per outcome."""
+    """``pytest -m gpu``, then ``pytest -m "not gpu"`` with what is left of ``cap_s``; counts per outcome.
+
+    :param args: the suite's arguments (``work_dir`` for the logs).
+    :param cap_s: wall-clock cap of both runs together, in seconds.
+    """
     start = time.monotonic()
     rows: list[Row] = []
     errors: list[str] = []
@@ -286,33 +307,52 @@ def measure_training(size: int, amp: bool, n_envs: int, device: torch.device, se
 
 
 def stage_train(args: argparse.Namespace, deadline: float, emit: Emit) -> None:
-    """Every (n_envs, size, AMP) setting, the budget split evenly over the settings still to measure; a setting
-    that raises is emitted with its error and the next one runs."""
+    """Every (n_envs, size, AMP) setting, the time left split evenly over the settings still to measure.
+
+    A setting that raises is emitted with its error and the next one runs; one that cannot fit any more (less
+    time left than the longest set-up so far plus 2 s of measurement) is emitted as not measured.
+
+    :param args: the suite's arguments (``device``, ``image_size``, ``n_envs``, ``work_dir``).
+    :param deadline: when to be done (``time.time()`` seconds).
+    :param emit: receives each row.
+    """
     from benchmarks.common import configure_torch
 
     configure_torch(None)
     device = torch.device(args.device)
     sizes = [args.image_size] if args.image_size else [128, 256]
     settings = [(n_envs, size, amp) for n_envs in args.n_envs for size in sizes for amp in (False, True)]
+    longest_setup = 0.0
     for i, (n_envs, size, amp) in enumerate(settings):
-        share = (deadline - time.time()) / (len(settings) - i)
+        left = deadline - time.time()
+        if left < longest_setup + 2.0:
+            emit({"size": size, "amp": amp, "n_envs": n_envs,
+                  "note": f"not measured: {left:.0f} s left, set-up took up to {longest_setup:.0f} s"})
+            continue
         try:
-            emit(measure_training(size, amp, n_envs, device, share, args.work_dir / "train"))
+            row = measure_training(size, amp, n_envs, device, left / (len(settings) - i), args.work_dir / "train")
         except Exception as exc:  # a failing setting is recorded, the next one runs
-            emit({"size": size, "amp": amp, "n_envs": n_envs, "note": f"error: {type(exc).__name__}: {exc}"})
+            row = {"size": size, "amp": amp, "n_envs": n_envs, "note": f"error: {type(exc).__name__}: {exc}"}
+        longest_setup = max(longest_setup, row.get("setup_s", 0.0))
+        emit(row)
 
 
 # ---------------------------------------------------------------------------------------------- stage: stylize
 @contextmanager
 def no_context() -> Iterator[None]:
-    """A context that does nothing (full precision)."""
+    """A context that does nothing: the full-precision variant's counterpart of ``torch.autocast``."""
     yield
 
 
 def stage_stylize(args: argparse.Namespace, deadline: float, emit: Emit) -> None:
     """ms per step of every (size, variant): PyTorch float32, PyTorch float16 autocast (bfloat16 on a CPU),
     ONNX Runtime; a size whose memory, extrapolated from the variant's previous size, would not fit is skipped.
-    A variant that raises is emitted with its error and the next one runs."""
+    A variant that raises is emitted with its error and the next one runs.
+
+    :param args: the suite's arguments (``device``, ``image_size``, ``work_dir`` for the ONNX export).
+    :param deadline: when to be done (``time.time()`` seconds), shared out over the (size, variant) pairs left.
+    :param emit: receives each row.
+    """
     from agents.export_onnx import export_step
     from agents.models import load_policy
     from benchmarks.common import configure_torch, time_calls
@@ -366,13 +406,21 @@ def stage_stylize(args: argparse.Namespace, deadline: float, emit: Emit) -> None
 
 # ---------------------------------------------------------------------------------------------- stage: finetune
 def eval_sizes(args: argparse.Namespace) -> list[int]:
-    """Evaluation sizes: 256 and 512 px, or ``S`` and ``2S`` in a dry run."""
+    """Evaluation sizes: 256 and 512 px, or ``S`` and ``2S`` in a dry run.
+
+    :param args: the suite's arguments (``image_size``).
+    """
     return [args.image_size, 2 * args.image_size] if args.image_size else [256, 512]
 
 
 def stage_evaluate(args: argparse.Namespace, deadline: float, emit: Emit) -> None:
     """:mod:`benchmarks.quality` of the fine-tuned and the released model on the held-out pairs at each size;
-    one row per (size, step) with both models' losses."""
+    one row per (size, step) with both models' losses.
+
+    :param args: the suite's arguments (evaluation folders, ``eval_pairs``, ``device``, ``out``, ``work_dir``).
+    :param deadline: unused: the stage runs to its end or to its cap.
+    :param emit: receives each row.
+    """
     from benchmarks import quality
 
     model = args.work_dir / "finetune_model.zip"
@@ -398,12 +446,26 @@ def stage_evaluate(args: argparse.Namespace, deadline: float, emit: Emit) -> Non
 
 def run_finetune(args: argparse.Namespace, cap_s: float) -> StageResult:
     """Fine-tune from the released weights with ``agents.train_sac --max-minutes``, then evaluate it against
-    the released model (:func:`stage_evaluate`, in a child) on the held-out pairs."""
+    the released model (:func:`stage_evaluate`, in a child) on the held-out pairs.
+
+    With ``--corpus``, the corpus is first split by :mod:`benchmarks.corpus` into training and held-out folders,
+    which replace ``--content-dir``, ``--style-dir`` and the evaluation folders in ``args``.
+
+    :param args: the suite's arguments.
+    :param cap_s: wall-clock cap of training and evaluation together, in seconds.
+    """
     from agents.train_sac import next_run_dir
 
     start = time.monotonic()
+    if args.corpus:
+        from benchmarks.corpus import materialise, split_corpus
+
+        folder = args.work_dir / "corpus_split"
+        materialise(split_corpus(args.corpus), args.corpus, folder)
+        args.content_dir, args.style_dir = folder / "train" / "photos", folder / "train" / "art"
+        args.eval_content_dir, args.eval_style_dir = folder / "eval" / "photos", folder / "eval" / "art"
     size = args.image_size or 256
-    train_cap = (1.0 - EVAL_SHARE) * cap_s
+    train_cap = (1.0 - EVAL_SHARE) * cap_s - (time.monotonic() - start)
     log_folder = args.work_dir / "finetune"
     run_dir = next_run_dir(log_folder, "NST-v0")
     cmd = [sys.executable, "-m", "agents.train_sac", "--init", "rlministyler", "--image-size", str(size),
@@ -431,14 +493,21 @@ STAGE_FUNCTIONS: dict[str, Callable[[argparse.Namespace, float, Emit], None]] = 
 
 # ---------------------------------------------------------------------------------------------- report
 def dominance(rows: list[Row]) -> list[Row]:
-    """Per evaluation size: whether the fine-tuned model is no worse than the released one at every step."""
+    """Per evaluation size: whether the fine-tuned model is no worse than the released one at every step.
+
+    :param rows: :func:`stage_evaluate`'s rows.
+    """
     sizes = sorted({r["size"] for r in rows})
     return [{"size": s, "steps": sum(r["size"] == s for r in rows),
              "dominates_released": all(r["no_worse_on_both"] for r in rows if r["size"] == s)} for s in sizes]
 
 
 def targets(results: dict[str, StageResult], dry_run: bool) -> list[Row]:
-    """The issue's targets against the measured values (``-`` when not measured)."""
+    """The issue's targets against the measured values (``-`` when not measured).
+
+    :param results: every stage's result.
+    :param dry_run: sizes were replaced by ``--image-size`` (the targets' sizes were not measured).
+    """
     out = []
     for stage, what, size, limit in TARGETS:
         rows = results[stage].rows if stage in results else []
@@ -457,7 +526,11 @@ def targets(results: dict[str, StageResult], dry_run: bool) -> list[Row]:
 
 
 def plot(results: dict[str, StageResult], path: Path) -> None:
-    """Training throughput per setting and stylisation ms/step against size, side by side."""
+    """Training throughput per setting and stylisation ms/step against size, side by side.
+
+    :param results: every stage's result.
+    :param path: the PNG to write.
+    """
     plt = pyplot()
     fig, (ax_train, ax_style) = plt.subplots(1, 2, figsize=(12, 4.5))
     train = [r for r in results["train"].rows if r.get("updates_per_s")] if "train" in results else []
@@ -513,7 +586,13 @@ STAGE_TABLES: dict[str, tuple[str, list[str], list[str]]] = {
 
 
 def write_reports(args: argparse.Namespace, results: dict[str, StageResult], seconds: float) -> list[Path]:
-    """Every stage's report, the summary report and the figure under ``args.out``."""
+    """Every stage's report, the summary report and the figure under ``args.out``.
+
+    :param args: the suite's arguments.
+    :param results: every stage's result, in stage order.
+    :param seconds: the suite's wall-clock time so far.
+    :return: the files written.
+    """
     machine = machine_info("cpu")
     facts = {r["key"]: r["value"] for r in results["machine"].rows} if "machine" in results else {}
     machine.update(device=args.device, **{k: facts[k] for k in ("gpu", "cuda", "driver_version") if k in facts})
@@ -559,7 +638,10 @@ def write_reports(args: argparse.Namespace, results: dict[str, StageResult], sec
 
 # ---------------------------------------------------------------------------------------------- main
 def caps(args: argparse.Namespace) -> dict[str, float]:
-    """``--cap STAGE:MINUTES`` as seconds per stage."""
+    """``--cap STAGE:MINUTES`` as seconds per stage.
+
+    :param args: the suite's arguments.
+    """
     out = {}
     for item in args.cap:
         stage, _, minutes = item.partition(":")
@@ -570,7 +652,10 @@ def caps(args: argparse.Namespace) -> dict[str, float]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line arguments (see the module docstring)."""
+    """Command-line arguments (see the module docstring).
+
+    :param argv: the arguments (default: ``sys.argv[1:]``).
+    """
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget of the whole suite")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda, cuda:1, cpu, ...")
@@ -582,6 +667,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip", nargs="*", default=[], choices=STAGES, help="stages to leave out")
     p.add_argument("--cap", nargs="*", default=[], metavar="STAGE:MINUTES", help="fixed cap for a stage")
     p.add_argument("--n-envs", type=int, nargs="+", default=[1, 8], help="env counts of the training throughput")
+    p.add_argument("--corpus", type=Path, default=None,
+                   help="corpus with photos/ and art/ (e.g. ../shared/corpus), split by benchmarks.corpus into the "
+                        "fine-tune's training folders and held-out evaluation folders (replaces the four below)")
     p.add_argument("--content-dir", type=Path, default=SAMPLE_CONTENT_DIR, help="fine-tune's training photos")
     p.add_argument("--style-dir", type=Path, default=SAMPLE_STYLE_DIR, help="fine-tune's training styles")
     p.add_argument("--eval-content-dir", type=Path, default=None,
@@ -596,7 +684,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run every stage under its cap, write the reports; ``--stage`` runs one stage (in a child process)."""
+    """Run every stage under its cap, write the reports; ``--stage`` runs one stage (in a child process).
+
+    :param argv: the arguments (default: ``sys.argv[1:]``).
+    :return: 0 (a failing stage is recorded in the report, not in the exit status).
+    """
     args = parse_args(argv)
     args.out, args.work_dir = args.out.resolve(), args.work_dir.resolve()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -191,6 +191,7 @@ class NSTEnv(gym.Env):
         self._style: np.ndarray | None = None
         self._moving: np.ndarray | None = None
         self._style_target: dict[str, tuple[torch.Tensor, ...]] = {}
+        self._packed_style: np.ndarray | None = None  # the episode's style statistics for info, on the host
         self._content_target: torch.Tensor | None = None
         self._steps = 0
 
@@ -231,6 +232,7 @@ class NSTEnv(gym.Env):
         self._style_target = style_statistics(
             {k: v[1:] for k, v in feats.items()}, self.style_loss_kind, self._style_layers
         )
+        self._packed_style = None
         return self._observation(), self._feature_info({"step": 0}, self._content_target)
 
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], SupportsFloat, bool, bool, dict[str, Any]]:
@@ -248,9 +250,10 @@ class NSTEnv(gym.Env):
         self._steps += 1
         with torch.no_grad():
             feats = self.vgg(self._to_tensor([self._moving]))
-            s_loss = float(style_loss(feats, self._style_target, self.style_loss_kind))
             assert self._content_target is not None
-            c_loss = float(content_loss(feats[self._content_layer], self._content_target))
+            losses = torch.stack([style_loss(feats, self._style_target, self.style_loss_kind),
+                                  content_loss(feats[self._content_layer], self._content_target)])
+            s_loss, c_loss = losses.tolist()  # one device-to-host copy (and sync) for both
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
         info = {"style_loss": s_loss, "content_loss": c_loss, "step": self._steps}
         return self._observation(), -self.reward_scale * s_loss, False, truncated, self._feature_info(info, feats[self._content_layer])
@@ -261,11 +264,15 @@ class NSTEnv(gym.Env):
         return self.vgg.source
 
     def _feature_info(self, info: dict[str, Any], moving_content: torch.Tensor) -> dict[str, Any]:
-        """``info`` plus, with ``info_features``, the moving image's content features and the style statistics."""
+        """``info`` plus, with ``info_features``, the moving image's content features and the style statistics
+        (copied to the host once per episode, the moving image's features once per step)."""
         if not self.info_features:
             return info
         info["vgg_content"] = moving_content[0].to(torch.float16).cpu().numpy()
-        info["vgg_style_statistics"] = pack_mean_std(self._style_target)[0].cpu().numpy()
+        if self._packed_style is None:
+            self._packed_style = pack_mean_std(self._style_target)[0].cpu().numpy()
+            self._packed_style.flags.writeable = False  # shared by the episode's infos
+        info["vgg_style_statistics"] = self._packed_style
         return info
 
     def _observation(self) -> dict[str, np.ndarray]:

@@ -6,11 +6,14 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from agents import StyleSAC, train_sac
 from benchmarks import gpu_suite
+from nst_env.losses import pack_mean_std
+from nst_env.style_transfer import NSTEnv
 
 TINY = ["--image-size", "16", "--no-progress", "-v", "0", "--save-freq", "0", "--eval-freq", "0",
         "--hyperparams", "learning_starts:5", "batch_size:4", "buffer_size:100"]
@@ -78,3 +81,22 @@ def test_dry_run_with_time_for_every_stage_completes_them(tmp_path: Path) -> Non
     assert [r["size"] for r in tables["Does the fine-tuned model dominate the released one?"]] == [32, 64]
     assert (tmp_path / "out" / "gpu_finetune_sequence.png").is_file()
     assert (tmp_path / "work" / "finetune_model.zip").is_file()
+
+
+def test_env_step_copies_losses_once_and_style_statistics_once_per_episode() -> None:
+    """The env's per-step host copies (GPU syncs): both losses in one copy; the style statistics it hands the
+    learner are copied to the host once per episode, and are the ones its reward uses."""
+    env = NSTEnv(image_size=32, device="cpu", info_features=True)
+    obs, info = env.reset(seed=0)
+    action = obs["moving"].astype(np.float32) / 255.0
+    _, reward, _, _, first = env.step(action)
+    _, _, _, _, second = env.step(action)
+    assert isinstance(first["style_loss"], float) and isinstance(first["content_loss"], float)
+    assert reward == -first["style_loss"] and first["content_loss"] < 1e-9  # the unchanged photo
+    assert second["vgg_style_statistics"] is first["vgg_style_statistics"] is info["vgg_style_statistics"]
+    assert not first["vgg_style_statistics"].flags.writeable
+    expected = pack_mean_std(env._style_target)[0].numpy()
+    np.testing.assert_array_equal(first["vgg_style_statistics"], expected)
+    _, info = env.reset(seed=1)
+    assert info["vgg_style_statistics"] is not first["vgg_style_statistics"]
+    np.testing.assert_array_equal(info["vgg_style_statistics"], pack_mean_std(env._style_target)[0].numpy())
