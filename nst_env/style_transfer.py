@@ -265,14 +265,13 @@ class NSTEnv(gym.Env):
 
     def _feature_info(self, info: dict[str, Any], moving_content: torch.Tensor) -> dict[str, Any]:
         """``info`` plus, with ``info_features``, the moving image's content features and the style statistics
-        (copied to the host once per episode, the moving image's features once per step)."""
+        (copied from the device once per episode, the moving image's features once per step)."""
         if not self.info_features:
             return info
         info["vgg_content"] = moving_content[0].to(torch.float16).cpu().numpy()
         if self._packed_style is None:
             self._packed_style = pack_mean_std(self._style_target)[0].cpu().numpy()
-            self._packed_style.flags.writeable = False  # shared by the episode's infos
-        info["vgg_style_statistics"] = self._packed_style
+        info["vgg_style_statistics"] = self._packed_style.copy()  # a host copy: infos must not share data
         return info
 
     def _observation(self) -> dict[str, np.ndarray]:
