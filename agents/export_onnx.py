@@ -107,14 +107,19 @@ class DeterministicStep(nn.Module):
         super().__init__()
         self.actor = policy.actor
         self.builder = policy.builder
+        self.residual = policy.residual_builder
 
     def forward(self, moving: torch.Tensor, *code: torch.Tensor) -> torch.Tensor:
         """:param moving: ``N x 3 x H x W`` RGB in ``[0, 1]``.
         :param code: the style code's tensors (:data:`CODE_NAMES`).
         :return: the next moving image, ``N x 3 x H x W`` in ``[0, 1]``."""
         height, width = moving.shape[-2:]
-        mean, _ = self.actor(_pad_to_multiple_of_4(moving), style_code(code))
-        return self.builder(mean, style_code(code))[..., :height, :width].clamp(0.0, 1.0)
+        padded = _pad_to_multiple_of_4(moving)
+        mean, _ = self.actor(padded, style_code(code))
+        image = self.builder(mean, style_code(code))
+        if self.residual:  # MiniStylerPolicy(residual_builder=True): the moving image plus the builder's output
+            image = image + padded
+        return image[..., :height, :width].clamp(0.0, 1.0)
 
 
 def onnx_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> ort.InferenceSession:

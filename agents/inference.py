@@ -11,8 +11,7 @@ image) is computed once (:func:`prepare_style`) and reused. Images smaller than 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -74,24 +73,6 @@ def prepare_style(policy: ActorBuilderPolicy, style: np.ndarray) -> PreparedStyl
     return PreparedStyle(image, policy.actor.encode_style(image))
 
 
-@contextmanager
-def reused_style_code(policy: ActorBuilderPolicy, code: StyleCode | None) -> Iterator[None]:
-    """Within the block, the policy's actor returns ``code`` instead of encoding the style image again, so
-    that ``policy.act`` (its own sampling and building, unchanged) skips the style branch.
-
-    :param policy: the policy.
-    :param code: the style code of the style image the block's steps use (``None``: nothing is changed).
-    """
-    if code is None:
-        yield
-        return
-    policy.actor.encode_style = lambda style: code
-    try:
-        yield
-    finally:
-        del policy.actor.encode_style
-
-
 class FrameStylizer:
     """Stylise a video frame by frame (or one image): ``max(steps)`` steps per frame, keeping ``steps``.
 
@@ -138,14 +119,14 @@ class FrameStylizer:
             obs["style"] = self.style.image
         recurrent = "step" in self.policy.required_keys
         outputs = {}
-        with reused_style_code(self.policy, None if self.style is None else self.style.code):
-            for step in range(self.steps[-1]):
-                if recurrent:
-                    obs["frame"] = torch.tensor([self.frame], device=self.policy.device)
-                    obs["step"] = torch.tensor([step], device=self.policy.device)
-                _, obs["moving"] = self.policy.act(obs, deterministic=self.deterministic)
-                if step + 1 in self.steps:
-                    outputs[step + 1] = resize(tensor_to_image(obs["moving"]), width, height)
+        reuse = {} if self.style is None or self.style.code is None else {"style_code": self.style.code}
+        for step in range(self.steps[-1]):
+            if recurrent:
+                obs["frame"] = torch.tensor([self.frame], device=self.policy.device)
+                obs["step"] = torch.tensor([step], device=self.policy.device)
+            _, obs["moving"] = self.policy.act(obs, deterministic=self.deterministic, **reuse)
+            if step + 1 in self.steps:
+                outputs[step + 1] = resize(tensor_to_image(obs["moving"]), width, height)
         self.frame += 1
         return outputs
 

@@ -7,9 +7,10 @@ r"""The papers' ablation: the actor-builder trained with RL (StyleSAC) and witho
 - **RL** (``rl``): :class:`~agents.style_sac.StyleSAC` with its defaults (``agents/hyperparams/style_sac.yml``):
   every env step, a critic update, a generative update of actor + builder, and every 4th step an actor
   (``alpha log pi - Q``) and temperature update.
-- **no RL** (``no_rl``): :class:`GenerativeOnlySAC`, the same actor-builder, data collection, replay buffer,
-  optimiser and generative loss (content, style, contrastive, uncertainty-weighted), but no critic, no
-  Q-driven actor update and no temperature: the actor-builder learns from the generative loss alone.
+- **no RL** (``no_rl``): ``StyleSAC(..., control_learning=False)``, the same actor-builder, data collection,
+  replay buffer (with the env's VGG-19 features), optimiser and generative loss (content, style, contrastive,
+  uncertainty-weighted) in the same ``train()``, with its critic, actor and temperature phases switched off:
+  the actor-builder learns from the generative loss alone.
 
 Both start from scratch (or ``--init rlministyler``) with the same seed, so they see the same first episodes.
 Each writes a run folder ``LOG_FOLDER/{rl,no_rl}_<size>px_<steps>steps/`` (``model.zip``, ``monitor/``,
@@ -41,39 +42,8 @@ from benchmarks.common import (
 )
 
 
-class GenerativeOnlySAC(StyleSAC):
-    """StyleSAC without control learning: only the generative update of actor + builder (the no-RL ablation).
-
-    Data collection (stochastic latents, one env per step, the replay buffer) is StyleSAC's; each update
-    samples a replayed batch and takes one step of the policy's generative loss. Saved models load with
-    :meth:`StyleSAC.load` and :func:`agents.models.load_policy` like any StyleSAC model.
-    """
-
-    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
-        """``gradient_steps`` generative updates on replayed batches (SB3 hook).
-
-        :param gradient_steps: updates to run.
-        :param batch_size: replayed transitions per update.
-        """
-        self.policy.set_training_mode(True)
-        self._update_optimizer_learning_rates()
-        logs: dict[str, list[float]] = {}
-        for _ in range(gradient_steps):
-            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
-            with self._autocast():
-                loss, terms = self.policy.generative_loss(self.policy.images(data.observations), self.vgg)  # type: ignore[arg-type]
-            self._step(self.policy.generative_optimizer, loss)
-            self.grad_scaler.update()
-            self._n_updates += 1
-            for name, value in {"generative_loss": loss.item(), **terms}.items():
-                logs.setdefault(name, []).append(value)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        for key, values in logs.items():
-            self.logger.record(f"train/{key}", float(np.mean(values)))
-
-
-#: Variant name -> algorithm class.
-VARIANTS: dict[str, type[StyleSAC]] = {"rl": StyleSAC, "no_rl": GenerativeOnlySAC}
+#: Variant name -> StyleSAC arguments that make it.
+VARIANTS: dict[str, dict[str, Any]] = {"rl": {}, "no_rl": {"control_learning": False}}
 
 
 def train_variant(
@@ -103,7 +73,7 @@ def train_variant(
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yml").write_text(yaml.safe_dump({**config, "variant": variant, "init": init}, sort_keys=False))
     env = make_env(config, run_dir, device, resume=False)
-    model = VARIANTS[variant](config["policy"], env, seed=seed, device=device, **algorithm_kwargs(config))
+    model = StyleSAC(config["policy"], env, seed=seed, device=device, **{**algorithm_kwargs(config), **VARIANTS[variant]})
     if init:
         model.load_pretrained(init)
     model.set_logger(configure(str(run_dir / "logs"), ["csv"]))

@@ -40,10 +40,18 @@ CURVES = (
 )
 
 
+def read_progress(run_dir: Path) -> pd.DataFrame:
+    """A run's logged metrics, every session's ``logs/progress*.csv`` (a resumed run adds one), by env step.
+
+    :param run_dir: the run folder.
+    """
+    logs = [f for f in (run_dir / "logs").glob("progress*.csv") if f.stat().st_size > 0]
+    return pd.concat([pd.read_csv(f) for f in logs]).sort_values("time/total_timesteps")
+
+
 def plot_curves(run_dir: Path, path: Path) -> Path:
     """Six panels of the run's logged metrics against env steps."""
-    logs = [f for f in (run_dir / "logs").glob("progress*.csv") if f.stat().st_size > 0]  # one per (resumed) session
-    progress = pd.concat([pd.read_csv(f) for f in logs]).sort_values("time/total_timesteps")
+    progress = read_progress(run_dir)
     files = sorted((run_dir / "monitor").glob("*.monitor.csv"), key=lambda f: f.stat().st_mtime)
     monitor = pd.concat([pd.read_csv(f, skiprows=1) for f in files if len(f.read_text().splitlines()) > 2])
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))

@@ -15,6 +15,7 @@ import torch
 
 from agents import export_onnx, train
 from agents.models import load_policy
+from agents.style_sac import StyleSAC
 from benchmarks import ablation, compare_algorithms, quality, speed, train_throughput
 from benchmarks.metrics import QualityMetrics, ssim
 from nst_env.images import load_image, resize
@@ -81,7 +82,9 @@ def test_no_rl_ablation_trains_actor_builder_only(ablation_models: list[dict]) -
     assert (rl["variant"], no_rl["variant"]) == ("rl", "no_rl")
     assert rl["updates"] == no_rl["updates"] == 4 and rl["env_steps"] == 12
     for row, controlled in ((rl, True), (no_rl, False)):
-        policy = ablation.GenerativeOnlySAC.load(row["model"], device="cpu", buffer_size=1).policy
+        model = StyleSAC.load(row["model"], device="cpu", buffer_size=1)
+        assert model.control_learning == controlled
+        policy = model.policy
         assert bool(policy.generative_optimizer.state_dict()["state"])  # actor + builder took Adam steps
         assert bool(policy.critic.optimizer.state_dict()["state"]) == controlled
         same = all(torch.equal(a, b) for a, b in zip(policy.critic.parameters(), policy.critic_target.parameters()))

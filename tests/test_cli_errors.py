@@ -19,7 +19,6 @@ from agents.inference import (
     FrameStylizer,
     image_to_tensor,
     prepare_style,
-    reused_style_code,
     stylize_sequence,
     tensor_to_image,
 )
@@ -286,9 +285,10 @@ def run_steps(policy: ActorBuilderPolicy, photo: np.ndarray, style: torch.Tensor
               code: StyleCode | None = None) -> list[torch.Tensor]:
     """``steps`` deterministic ``policy.act`` calls from ``photo``; with ``code``, reusing that style code."""
     moving, outputs = image_to_tensor(photo, "cpu"), []
-    with torch.no_grad(), reused_style_code(policy, code):
+    reuse = {} if code is None else {"style_code": code}
+    with torch.no_grad():
         for _ in range(steps):
-            _, moving = policy.act({"moving": moving, "style": style}, deterministic=True)
+            _, moving = policy.act({"moving": moving, "style": style}, deterministic=True, **reuse)
             outputs.append(moving)
     return outputs
 

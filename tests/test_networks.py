@@ -78,7 +78,7 @@ def test_ministyler_odd_size_round_trip(ministyler: tuple[MiniStylerActor, MiniS
     assert log_scale.min() >= -10.0 and log_scale.max() <= 2.0
     assert image.shape == (2, 3, 40, 56)
     assert crop_to_size(image, size).shape == (2, 3, 37, 53)
-    assert [rep.shape for rep in code.representations()] == [(2, 128), (2, 128), (2, 352)]
+    assert [rep.shape for rep in code.representations()] == [(2, 64), (2, 128), (2, 128), (2, 128), (2, 352)]
 
 
 def test_rlnst_odd_size_round_trip(rlnst: tuple[RLNSTActor, RLNSTStylizer]) -> None:

@@ -65,7 +65,7 @@ def test_latent_gets_gradients_from_q_and_from_style_loss(trained: StyleSAC) -> 
     images = policy.images(policy.obs_to_tensor(obs)[0])
     sample = policy.sample(images)
     sample.latent.retain_grad()
-    policy.q_values(images["moving"], sample.latent).min(dim=0).values.sum().backward(retain_graph=True)
+    policy.q_values(images, sample.latent).min(dim=0).values.sum().backward(retain_graph=True)
     q_grad = sample.latent.grad.clone()
     assert q_grad.abs().sum() > 0
     sample.latent.grad = None

@@ -17,6 +17,7 @@ in ``[0, 1]`` without normalisation; the moving image's height and width must be
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +31,8 @@ from agents.networks.layers import (
     ModulationHead,
     ReflectConv2d,
     ResidualBlock,
+    LOG_SCALE_MAX,
+    LOG_SCALE_MIN,
     adain,
     channel_mean_std,
     squash_log_scale,
@@ -55,16 +58,20 @@ class StyleCode:
     mod2: Modulation  #: 64-channel ``(w2, b2)`` from ``x2`` (builder's first residual block)
     x1: torch.Tensor  #: style features after the first residual block, ``N x 64 x h x w``
     x2: torch.Tensor  #: style features after the second residual block, ``N x 64 x h x w``
+    #: the style branch's shallow features: the refined 32-channel (1/2 resolution) and 64-channel (1/4
+    #: resolution) stages that the upsampling modulations are read from (only the contrastive loss uses them)
+    shallow: tuple[torch.Tensor, ...] = ()
 
     def representations(self) -> list[torch.Tensor]:
-        """Style representations per level, shallow to deep, each ``N x D``.
+        """Style representations per level, shallow to deep, each ``N x D`` (RLMiniStyler's hierarchy).
 
-        1. ``x1``'s channel means and stds (``D = 128``);
-        2. ``x2``'s channel means and stds (``D = 128``);
-        3. all modulation signals ``w1_2, b1_2, w1_3, b1_3, w1, b1, w2, b2`` flattened (``D = 352``).
+        1. the shallow features' channel means and stds (``D = 64`` and ``D = 128``), when present;
+        2. ``x1``'s channel means and stds (``D = 128``);
+        3. ``x2``'s channel means and stds (``D = 128``);
+        4. all modulation signals ``w1_2, b1_2, w1_3, b1_3, w1, b1, w2, b2`` flattened (``D = 352``).
         """
         levels = []
-        for features in (self.x1, self.x2):
+        for features in (*self.shallow, self.x1, self.x2):
             mean, std = channel_mean_std(features)
             levels.append(torch.cat([mean.flatten(start_dim=1), std.flatten(start_dim=1)], dim=1))
         signals = [mod.flatten() for mod in (self.mod1_2, self.mod1_3, self.mod1, self.mod2)]
@@ -92,25 +99,28 @@ class MiniStylerEncoder(nn.Module):
 
     def forward(
         self, image: torch.Tensor, style: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, list[Modulation]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, list[Modulation], list[torch.Tensor]]:
         """Encode an image.
 
         :param image: RGB in ``[0, 1]``, ``N x 3 x H x W``.
         :param style: run the style branch (refinements and modulation heads).
         :return: ``x1``, ``x2`` (each ``N x 64 x ceil(H/4) x ceil(W/4)``) and, for a style image, the 16- and
-            32-channel modulations (an empty list otherwise).
+            32-channel modulations and the two refined stages they were read from (empty lists otherwise).
         """
         features = self.down1(F.relu(self.stem(image)))
         modulations: list[Modulation] = []
+        shallow: list[torch.Tensor] = []
         if style:
             features = F.relu(self.style_refine1(features))
             modulations.append(self.style_modulation1(features))
+            shallow.append(features)
         features = self.down2(features)
         if style:
             features = F.relu(self.style_refine2(features))
             modulations.append(self.style_modulation2(features))
+            shallow.append(features)
         x1 = self.res1(features)
-        return x1, self.res2(x1), modulations
+        return x1, self.res2(x1), modulations, shallow
 
 
 class MiniStylerActor(nn.Module):
@@ -140,8 +150,23 @@ class MiniStylerActor(nn.Module):
         :param style: RGB style images in ``[0, 1]``, ``N x 3 x H_s x W_s`` (any size of at least 5 px per
             side; the builder uses only global statistics of the style).
         """
-        x1, x2, (mod1_2, mod1_3) = self.encoder(style, style=True)
-        return StyleCode(mod1_2, mod1_3, self.feature_modulation1(x1), self.feature_modulation2(x2), x1, x2)
+        x1, x2, (mod1_2, mod1_3), shallow = self.encoder(style, style=True)
+        return StyleCode(
+            mod1_2, mod1_3, self.feature_modulation1(x1), self.feature_modulation2(x2), x1, x2, tuple(shallow)
+        )
+
+    def set_initial_log_scale(self, log_scale: float) -> None:
+        """Make the log-scale head output ``log_scale`` for every input (zero weights, matching bias): a fresh
+        policy then starts at a chosen noise level instead of a random one per latent channel.
+
+        :param log_scale: the log standard deviation, inside the squashing range
+            ``(LOG_SCALE_MIN, LOG_SCALE_MAX) = (-10, 2)``.
+        """
+        if not LOG_SCALE_MIN < log_scale < LOG_SCALE_MAX:
+            raise ValueError(f"initial log-scale must lie in ({LOG_SCALE_MIN}, {LOG_SCALE_MAX}), got {log_scale}.")
+        half_range = 0.5 * (LOG_SCALE_MAX - LOG_SCALE_MIN)  # inverse of squash_log_scale
+        nn.init.zeros_(self.log_scale_head.weight)
+        nn.init.constant_(self.log_scale_head.bias, math.atanh((log_scale - LOG_SCALE_MIN) / half_range - 1.0))
 
     def forward(self, moving: torch.Tensor, style_code: StyleCode) -> tuple[torch.Tensor, torch.Tensor]:
         """Parameters of the policy's Gaussian.
@@ -151,7 +176,7 @@ class MiniStylerActor(nn.Module):
             policy head does not read it, see the class docstring).
         :return: ``mean`` and ``log_scale`` of the latent action, each ``N x 64 x H/4 x W/4``.
         """
-        _, x2, _ = self.encoder(moving)
+        _, x2, _, _ = self.encoder(moving)
         hidden = self.policy_conv(x2)
         return self.mean_head(hidden), squash_log_scale(self.log_scale_head(hidden))
 
@@ -224,21 +249,24 @@ class MiniStylerCritic(nn.Module):
     grouped stride-2 stages to 64 channels at ``H/4 x W/4``), is concatenated with the action along the
     channels, then 3x3 conv 128->128, ReLU, 1x1 conv 128->64; Q is the mean over channels and positions.
     Unlike the released code there is no final ReLU: rewards are negative style losses, so Q must be able to
-    be negative.
+    be negative. With ``observe_style`` the style image is stacked onto the moving image (6 input channels),
+    so Q can value progress per style; the papers' critic sees the moving image only.
 
     :param latent_channels: channels of the latent action.
+    :param observe_style: also read the style image (an option of ours, off in the papers).
     """
 
-    def __init__(self, latent_channels: int = LATENT_CHANNELS) -> None:
+    def __init__(self, latent_channels: int = LATENT_CHANNELS, observe_style: bool = False) -> None:
         super().__init__()
-        self.stem = ReflectConv2d(3, 16, 9)
+        self.stem = ReflectConv2d(6 if observe_style else 3, 16, 9)
         self.down1 = GroupedDownBlock(16, 32)
         self.down2 = GroupedDownBlock(32, 64)
         self.fuse = ReflectConv2d(64 + latent_channels, 128, 3)
         self.out_conv = ReflectConv2d(128, 64, 1)
 
     def forward(self, moving: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """:param moving: RGB in ``[0, 1]``, ``N x 3 x H x W`` with ``H`` and ``W`` multiples of 4.
+        """:param moving: RGB in ``[0, 1]``, ``N x 3 x H x W`` with ``H`` and ``W`` multiples of 4 (with
+            ``observe_style``: moving and style image stacked, ``N x 6 x H x W``).
         :param action: latent action, ``N x latent_channels x H/4 x W/4``.
         :return: Q-values, ``N x 1``.
         """

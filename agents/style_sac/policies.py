@@ -6,10 +6,10 @@ An actor-builder policy splits SAC's actor in two (SAEC: stochastic actor-execut
 - the **builder** (executor / stylizer / decoder) turns a latent sample into the next image, which is the
   action the environment receives.
 
-The replay buffer stores the latent (the agent's real action); the critics judge ``(moving image, latent)``.
-Log-probabilities use one convention throughout: the **mean** over latent elements, paired with a
-per-element target entropy (``-1`` by default, i.e. SAC's ``-dim`` heuristic divided by ``dim``), so the
-temperature is independent of the image size (README: deviations from the papers).
+The replay buffer stores the latent (the agent's real action); the critics judge ``(moving image, latent)``
+(optionally with the style image: ``critic_style=True``). Log-probabilities use one convention throughout:
+the **mean** over latent elements, paired with a per-element target entropy (StyleSAC's ``target_entropy``),
+so the temperature is independent of the image size (README: deviations from the papers).
 
 - :class:`ActorBuilderPolicy`: what every actor-builder policy shares (optimizers, critics, the latent
   space, acting); a subclass supplies its networks, :meth:`~ActorBuilderPolicy.sample`,
@@ -48,6 +48,7 @@ from agents.networks import (
     normalize_imagenet,
     pad_to_multiple,
 )
+from agents.networks.ministyler import StyleCode
 from agents.networks.rlnst import Skips
 from agents.temporal import compound_perturbation, compound_temporal_loss
 from nst_env.losses import (
@@ -78,6 +79,7 @@ class LatentSample(NamedTuple):
     log_prob: torch.Tensor  #: ``N`` mean log-density per latent element
     context: Any  #: what the builder needs besides the latent (RLMiniStyler: the StyleCode; RL-NST: skips)
     size: tuple[int, int]  #: the images' size before padding to a multiple of 4
+    base: torch.Tensor | None = None  #: the padded moving image a residual builder adds its output to
 
 
 def gaussian_sample(
@@ -97,25 +99,42 @@ def gaussian_sample(
 
 
 def style_contrastive_loss(output_reps: list[torch.Tensor], style_reps: list[torch.Tensor]) -> torch.Tensor:
-    """Hierarchical style representation contrastive loss (HSRCL, RLMiniStyler Sec. 3.3).
+    """Hierarchical style representation contrastive loss (HSRCL, RLMiniStyler Sec. 3.3; MicroAST's SCL).
 
-    For each level and each sample ``i``: the distance of the output's style representation to its own
-    style image's, divided by the summed distance to the other samples' style images; averaged over samples
-    and levels. Needs a batch of at least 2 (returns 0 otherwise).
+    With ``d_l(i, j)`` the mean squared distance between the output ``i``'s and the style image ``j``'s
+    representations at level ``l`` (shallow features' mean/std, deep features' mean/std, modulation signals),
+    the loss is, as in the released code,
 
-    :param output_reps: per level, ``N x D`` style representations of the generated images.
-    :param style_reps: per level, ``N x D`` style representations of the style images.
+        ``sum_i  sum_l d_l(i, i)  /  sum_l sum_{j != i} d_l(i, j)``
+
+    one ratio per sample of its summed positive to its summed negative distances, summed over the batch.
+    Needs a batch of at least 2 (returns 0 otherwise).
+
+    :param output_reps: per level, ``N x D_l`` style representations of the generated images.
+    :param style_reps: per level, ``N x D_l`` style representations of the style images.
     """
     n = output_reps[0].shape[0]
     if n < 2:
         return output_reps[0].new_zeros(())
-    total = output_reps[0].new_zeros(())
-    for out, ref in zip(output_reps, style_reps):
-        dist = torch.cdist(out.float(), ref.float()) / math.sqrt(out.shape[1])  # RMS distance, N x N
-        positive = dist.diagonal()
-        negative = dist.sum(dim=1) - positive
-        total = total + (positive / (negative + 1e-8)).mean()
-    return total / len(output_reps)
+    distances = sum(
+        (out.float()[:, None, :] - ref.float()[None, :, :]).pow(2).mean(dim=2)  # N x N
+        for out, ref in zip(output_reps, style_reps)
+    )
+    assert isinstance(distances, torch.Tensor)
+    positive = distances.diagonal()
+    negative = distances.sum(dim=1) - positive
+    return (positive / (negative + 1e-8)).sum()
+
+
+def uncertainty_weighted_sum(losses: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
+    """Kendall et al.'s (CVPR 2018) uncertainty weighting in RLMiniStyler's released form:
+    ``sum_i 0.5 / p_i^2 * L_i + log(1 + p_i^2)`` with learned ``p_i = exp(log_p_i)``.
+
+    :param losses: the ``K`` losses ``L_i``.
+    :param log_p: the ``K`` learned ``log p_i``.
+    """
+    p2 = (2.0 * log_p).exp()
+    return (0.5 / p2 * losses + torch.log1p(p2)).sum()
 
 
 class ActorBuilderPolicy(BasePolicy):
@@ -137,6 +156,11 @@ class ActorBuilderPolicy(BasePolicy):
     :param n_critics: number of critics (clipped double-Q with 2).
     :param adam_betas: Adam's betas for every optimizer (RLMiniStyler: (0.5, 0.9)).
     :param latent_dtype: numpy dtype of latents in the replay buffer (``"float16"`` halves its memory).
+    :param critic_style: the critics also read the style image (stacked onto the moving image), so Q can
+        value progress per style; the papers' critics see the moving image only (``False``).
+    :param loss_on_env_image: compute the generative losses on the image the env sees (clamped to
+        ``[0, 1]`` and quantised to uint8, with a straight-through gradient) rather than the raw builder
+        output.
     :param optimizer_class: the optimizer (Adam).
     :param optimizer_kwargs: extra optimizer arguments.
     """
@@ -170,6 +194,8 @@ class ActorBuilderPolicy(BasePolicy):
         n_critics: int = 2,
         adam_betas: tuple[float, float] = (0.5, 0.9),
         latent_dtype: str = "float32",
+        critic_style: bool = False,
+        loss_on_env_image: bool = True,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -177,6 +203,8 @@ class ActorBuilderPolicy(BasePolicy):
         missing = [key for key in self.required_keys if key not in keys]
         if missing:
             raise ValueError(self.missing_keys_message(missing))
+        if critic_style and "style" not in keys:
+            raise ValueError("critic_style=True needs a 'style' image in the observation.")
         optimizer_kwargs = {"betas": tuple(adam_betas), **(optimizer_kwargs or {})}
         super().__init__(
             observation_space,
@@ -189,6 +217,8 @@ class ActorBuilderPolicy(BasePolicy):
         self.n_critics = n_critics
         self.adam_betas = tuple(adam_betas)
         self.latent_dtype = latent_dtype
+        self.critic_style = critic_style
+        self.loss_on_env_image = loss_on_env_image
         self._build(lr_schedule)
 
     def missing_keys_message(self, missing: Collection[str]) -> str:
@@ -273,6 +303,8 @@ class ActorBuilderPolicy(BasePolicy):
             n_critics=self.n_critics,
             adam_betas=self.adam_betas,
             latent_dtype=self.latent_dtype,
+            critic_style=self.critic_style,
+            loss_on_env_image=self.loss_on_env_image,
             lr_schedule=self._dummy_schedule,
             optimizer_class=self.optimizer_class,
         )
@@ -313,24 +345,40 @@ class ActorBuilderPolicy(BasePolicy):
         :param sample: the output of :meth:`sample`.
         """
 
-    def q_values(self, moving: torch.Tensor, latent: torch.Tensor, target: bool = False) -> torch.Tensor:
+    def q_values(self, images: Mapping[str, torch.Tensor], latent: torch.Tensor, target: bool = False) -> torch.Tensor:
         """Q-values of every critic, ``n_critics x N``.
 
-        :param moving: moving images in ``[0, 1]``, ``N x 3 x H x W`` (unpadded).
+        :param images: float images in ``[0, 1]``, ``N x 3 x H x W`` (unpadded): ``moving``, and ``style``
+            when the critics read it (``critic_style``).
         :param latent: latent actions, ``N x C x h x w``.
         :param target: use the target critics.
         """
-        moving, _ = pad_to_multiple(moving, self.downsampling)
+        state = torch.cat([images["moving"], images["style"]], dim=1) if self.critic_style else images["moving"]
+        state, _ = pad_to_multiple(state, self.downsampling)
         critics = self.critic_target if target else self.critic
-        return torch.stack([q(moving, latent.to(moving.dtype)).view(-1) for q in critics])
+        return torch.stack([q(state, latent.to(state.dtype)).view(-1) for q in critics])
 
-    def act(self, obs: Mapping[str, torch.Tensor], deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def env_image(self, image: torch.Tensor) -> torch.Tensor:
+        """The image the env would make of a builder output, clamped to ``[0, 1]`` and quantised to uint8
+        levels, with a straight-through gradient (that of the identity: a hard clamp's zero gradient would
+        leave a saturated output stuck); unchanged when ``loss_on_env_image`` is off.
+
+        :param image: builder output, RGB nominally in ``[0, 1]``.
+        """
+        if not self.loss_on_env_image:
+            return image
+        return image + (torch.round(image.clamp(0.0, 1.0) * 255.0) / 255.0 - image).detach()
+
+    def act(
+        self, obs: Mapping[str, torch.Tensor], deterministic: bool = False, **sample_kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(latent, next image in [0, 1])`` for observation tensors (uint8 or float).
 
         :param obs: observation tensors under :attr:`required_keys` (a batch).
         :param deterministic: use the latent distribution's mean.
+        :param sample_kwargs: passed to :meth:`sample` (e.g. :class:`MiniStylerPolicy`'s ``style_code``).
         """
-        sample = self.sample(self.images(obs), deterministic)
+        sample = self.sample(self.images(obs), deterministic, **sample_kwargs)
         return sample.latent, self.build(sample).clamp(0.0, 1.0)
 
     def forward(self, obs: PyTorchObs, deterministic: bool = False) -> torch.Tensor:  # type: ignore[override]
@@ -366,23 +414,55 @@ class MiniStylerPolicy(ActorBuilderPolicy):
     :param observation_space: ``Dict(moving=Box(3,H,W) uint8, style=Box(3,H,W) uint8, ...)``.
     :param action_space: the env's action space, ``Box(0, 1, (3, H, W), float32)``: the built image.
     :param lr_schedule: learning-rate schedule of the critics, the builder and the loss weights.
+    :param residual_builder: an option of ours for training from scratch: the next image is the moving image
+        plus the builder's output, whose last convolution starts at zero, so a fresh agent starts by
+        returning the photo and learns what to change (the papers' builder, ``False``, must first learn to
+        reconstruct the photo through the latent). The released weights need ``False``.
+    :param initial_log_scale: with a fresh actor, start every latent element's log standard deviation here
+        (the log-scale head's weights at zero); ``None`` keeps the random initialisation.
     :param kwargs: the other arguments of :class:`ActorBuilderPolicy` (``actor_lr_ratio``, ``n_critics``,
-        ``adam_betas``, ``latent_dtype``, ``optimizer_class``, ``optimizer_kwargs``).
+        ``adam_betas``, ``latent_dtype``, ``critic_style``, ``loss_on_env_image``, ``optimizer_class``,
+        ``optimizer_kwargs``).
     """
 
     latent_channels = 64
     vgg_layers = MINISTYLER_STYLE_LAYERS
     reuses_env_features = True
 
+    def __init__(
+        self,
+        observation_space: spaces.Dict,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        residual_builder: bool = False,
+        initial_log_scale: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.residual_builder = residual_builder
+        self.initial_log_scale = initial_log_scale
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(residual_builder=self.residual_builder, initial_log_scale=self.initial_log_scale)
+        return data
+
     # ----------------------------------------------------------------- networks
     def make_actor(self) -> MiniStylerActor:
-        return MiniStylerActor()
+        actor = MiniStylerActor()
+        if self.initial_log_scale is not None:
+            actor.set_initial_log_scale(self.initial_log_scale)
+        return actor
 
     def make_builder(self) -> MiniStylerBuilder:
-        return MiniStylerBuilder()
+        builder = MiniStylerBuilder()
+        if self.residual_builder:
+            nn.init.zeros_(builder.out_conv.weight)
+            nn.init.zeros_(builder.out_conv.bias)
+        return builder
 
     def make_critic(self) -> MiniStylerCritic:
-        return MiniStylerCritic()
+        return MiniStylerCritic(observe_style=self.critic_style)
 
     def _build(self, lr_schedule: Schedule) -> None:
         #: log of the uncertainty weights' p_i (content, style, contrastive), Kendall et al. 2018
@@ -398,28 +478,40 @@ class MiniStylerPolicy(ActorBuilderPolicy):
 
         :param name: ``"rlministyler"`` (the authors' release) or a folder holding ``actor.pth.tar`` and
             ``builder.pth.tar``.
+        :raises ValueError: for a policy with ``residual_builder=True`` (the released builder is not residual).
         """
+        if self.residual_builder:
+            raise ValueError("the released RLMiniStyler builder is not residual: make the policy with "
+                             "residual_builder=False to load it.")
         load_ministyler_pretrained(self.actor, self.builder, None if name == "rlministyler" else name)
 
     # ----------------------------------------------------------------- acting
-    def sample(self, images: Mapping[str, torch.Tensor], deterministic: bool = False) -> LatentSample:
+    def sample(
+        self, images: Mapping[str, torch.Tensor], deterministic: bool = False, style_code: StyleCode | None = None
+    ) -> LatentSample:
         """A reparameterised latent for each state (the distribution's mean when ``deterministic``).
 
         :param images: float images in ``[0, 1]``: ``moving`` and ``style``, ``N x 3 x H x W``.
         :param deterministic: use the mean instead of sampling (its log-prob is then at the mean).
+        :param style_code: the style images' code when already encoded (:meth:`MiniStylerActor.encode_style
+            <agents.networks.MiniStylerActor.encode_style>` of the padded style), to encode a style once for
+            many steps; ``images["style"]`` is then not read.
         """
         moving, size = pad_to_multiple(images["moving"], self.downsampling)
-        style, _ = pad_to_multiple(images["style"], self.downsampling)
-        code = self.actor.encode_style(style)
+        code = style_code or self.actor.encode_style(pad_to_multiple(images["style"], self.downsampling)[0])
         latent, log_prob = gaussian_sample(*self.actor(moving, code), deterministic)
-        return LatentSample(latent, log_prob, code, size)
+        return LatentSample(latent, log_prob, code, size, moving if self.residual_builder else None)
 
     def build(self, sample: LatentSample) -> torch.Tensor:
-        """The builder's image for a latent, cropped back to the input size (unclamped).
+        """The builder's image for a latent, cropped back to the input size (unclamped); with
+        ``residual_builder``, the moving image plus the builder's output.
 
         :param sample: the output of :meth:`sample` (its context is the :class:`StyleCode`).
         """
-        return crop_to_size(self.builder(sample.latent, sample.context), sample.size)
+        image = self.builder(sample.latent, sample.context)
+        if sample.base is not None:
+            image = image + sample.base.to(image.dtype)
+        return crop_to_size(image, sample.size)
 
     # ----------------------------------------------------------------- generative learning
     def generative_loss(
@@ -432,6 +524,8 @@ class MiniStylerPolicy(ActorBuilderPolicy):
         - contrastive: :func:`style_contrastive_loss` of the new image's style-branch encoding;
         - combined with learned uncertainty weights ``0.5 / p_i^2 * L_i + log(1 + p_i^2)``.
 
+        The new image is :meth:`env_image` of the builder's output (what the env would see).
+
         :param images: float ``moving`` and ``style`` images in ``[0, 1]``.
         :param vgg: frozen VGG-19 computing at least relu1_1..relu4_1.
         :param reference: the moving images' relu4_1 features and the style images' mean/std statistics, when
@@ -439,7 +533,7 @@ class MiniStylerPolicy(ActorBuilderPolicy):
         :return: the weighted total and the unweighted terms (for logging).
         """
         sample = self.sample(images)
-        out = self.build(sample)
+        out = self.env_image(self.build(sample))
         n = out.shape[0]
         if reference is None:
             with torch.no_grad():
@@ -458,8 +552,7 @@ class MiniStylerPolicy(ActorBuilderPolicy):
                 ),
             ]
         )
-        p2 = (2.0 * self.loss_log_p).exp()
-        total = (0.5 / p2 * losses + torch.log1p(p2)).sum()
+        total = uncertainty_weighted_sum(losses, self.loss_log_p)
         names = ("content_loss", "style_loss", "contrastive_loss")
         return total, {name: float(v) for name, v in zip(names, losses.detach())}
 
@@ -542,7 +635,7 @@ class RLNSTPolicy(ActorBuilderPolicy):
         return RLNSTStylizer()
 
     def make_critic(self) -> MiniStylerCritic:
-        return MiniStylerCritic(latent_channels=self.latent_channels)
+        return MiniStylerCritic(latent_channels=self.latent_channels, observe_style=self.critic_style)
 
     def load_released(self, name: str) -> None:
         """Load a released RL-NST single-style model.
@@ -613,7 +706,7 @@ class RLNSTPolicy(ActorBuilderPolicy):
         :param vgg: frozen VGG-19 computing at least :attr:`vgg_layers`.
         :return: the weighted total and the unweighted terms (for logging).
         """
-        total, terms = self.image_losses(self.build(self.sample(images)), images, vgg)
+        total, terms = self.image_losses(self.env_image(self.build(self.sample(images))), images, vgg)
         return total, {name: float(value.detach()) for name, value in terms.items()}
 
 
@@ -886,4 +979,5 @@ __all__ = [
     "VideoHiddenStates",
     "gaussian_sample",
     "style_contrastive_loss",
+    "uncertainty_weighted_sum",
 ]

@@ -15,8 +15,15 @@ bottom in :meth:`StyleSAC.train`:
    actor + builder (RLMiniStyler: content, style, contrastive, uncertainty-weighted; RL-NST: Gram style,
    content against the photo, total variation);
 3. every ``actor_update_interval`` updates, **actor** (control): ``alpha * log pi(a|s) - min_j Q_j(s, a)`` on
-   a reparameterised sample, and **temperature**: ``-log_alpha * (log pi(a|s) + target_entropy)``;
-4. Polyak averaging of the target critics (``tau``).
+   a reparameterised sample;
+4. **temperature** (control), every update: ``-log_alpha * (log pi(a|s) + target_entropy)`` on the actor's
+   sample, or between actor updates on the critic target's sample ``a' ~ pi(.|s')``, at its own learning
+   rate ``ent_coef_lr``;
+5. Polyak averaging of the target critics (``tau``).
+
+``control_learning=False`` skips phases 1, 3, 4 and 5: the actor-builder then learns from the generative loss
+alone (the papers' no-RL ablation). Log-probabilities are means over latent elements, so ``target_entropy`` is
+per element (see :data:`DEFAULT_TARGET_ENTROPY`).
 """
 
 from __future__ import annotations
@@ -47,6 +54,46 @@ from nst_env.losses import unpack_mean_std
 from nst_env.vgg import VGG19Features
 
 SelfStyleSAC = TypeVar("SelfStyleSAC", bound="StyleSAC")
+
+#: Default target entropy per latent element: the entropy of the authors' released RLMiniStyler policy
+#: (noise std about 0.0035, a fifth of its latent's spatial spread per channel of about 0.016). SAC's ``-1``
+#: per element (noise std about 0.09) drowns the latent's signal once AdaIN normalises each channel.
+DEFAULT_TARGET_ENTROPY = -4.25
+
+
+def soft_bellman_target(
+    rewards: torch.Tensor,
+    dones: torch.Tensor,
+    next_q: torch.Tensor,
+    next_log_prob: torch.Tensor,
+    alpha: torch.Tensor | float,
+    gamma: float,
+) -> torch.Tensor:
+    """SAC's soft Bellman target ``r + gamma * (1 - done) * (min_j Q'_j(s', a') - alpha * log pi(a'|s'))``.
+
+    ``done`` is 1 only where the episode *terminated*: SB3's replay buffers store 0 for a time-limit
+    truncation (``handle_timeout_termination``), so a truncated episode still bootstraps. ``NST-v0`` never
+    terminates.
+
+    :param rewards: ``N`` rewards.
+    :param dones: ``N`` termination flags (0 or 1).
+    :param next_q: ``N`` values of the minimum over the target critics at ``(s', a')``.
+    :param next_log_prob: ``N`` log-probabilities of ``a' ~ pi(.|s')`` (means per latent element).
+    :param alpha: the temperature.
+    :param gamma: the discount factor.
+    """
+    return rewards + (1.0 - dones) * gamma * (next_q - alpha * next_log_prob)
+
+
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """SAC's temperature objective ``-log_alpha * (log pi(a|s) + target_entropy)``, averaged over the batch:
+    its gradient raises ``alpha`` while the entropy ``-log pi`` is below the target and lowers it above.
+
+    :param log_alpha: the learned log-temperature (a 1-element tensor).
+    :param log_prob: ``N`` log-probabilities of fresh samples (means per latent element; not differentiated).
+    :param target_entropy: the target entropy per latent element.
+    """
+    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
 
 
 def replay_memory_bytes(
@@ -79,12 +126,16 @@ class StyleSAC(OffPolicyAlgorithm):
     :param gamma: discount factor (paper: 0.99).
     :param train_freq: update every ``train_freq`` env steps (paper: 1).
     :param gradient_steps: updates per rollout (paper: 1).
-    :param actor_update_interval: actor and temperature update every this many updates (paper: 4).
-    :param ent_coef: temperature ``alpha``: ``"auto"`` (learned, initial 1), ``"auto_0.1"`` (learned, initial
-        0.1) or a fixed float.
+    :param actor_update_interval: the actor's control update every this many updates (paper: 4).
+    :param ent_coef: temperature ``alpha``: ``"auto_0.001"`` (learned, initial 0.001; the default),
+        ``"auto"`` (learned, initial 1, SAC's) or a fixed float.
     :param target_entropy: per-latent-element target entropy when the temperature is learned (``"auto"``:
-        -1, i.e. SAC's ``-dim`` for the summed log-probability, divided by ``dim``).
-    :param generative_learning: run the generative update (off: pure SAC, the ablation).
+        :data:`DEFAULT_TARGET_ENTROPY`, -4.25).
+    :param ent_coef_lr: learning rate of the temperature, updated every update (SAC's lr 3e-4 would move
+        ``log alpha`` by at most about 0.3 in 1,000 updates).
+    :param generative_learning: run the generative update (off: pure SAC).
+    :param control_learning: run the control updates (critic, actor, temperature, target critics); off: the
+        actor-builder learns from the generative loss alone (the papers' no-RL ablation).
     :param share_env_features: take the replayed states' VGG-19 features (the moving image's relu4_1, the style
         image's statistics) from the env, which computed them for the reward (``NSTEnv(info_features=True)``,
         turned on by :meth:`learn`), and keep them in a :class:`FeatureReplayBuffer` (about 1/3 of the
@@ -128,9 +179,11 @@ class StyleSAC(OffPolicyAlgorithm):
         train_freq: int | tuple[int, str] = 1,
         gradient_steps: int = 1,
         actor_update_interval: int = 4,
-        ent_coef: str | float = "auto",
+        ent_coef: str | float = "auto_0.001",
         target_entropy: str | float = "auto",
+        ent_coef_lr: float = 3e-3,
         generative_learning: bool = True,
+        control_learning: bool = True,
         share_env_features: bool = True,
         use_amp: bool = False,
         vgg_weights: str | None = None,
@@ -174,7 +227,11 @@ class StyleSAC(OffPolicyAlgorithm):
         self.actor_update_interval = actor_update_interval
         self.ent_coef = ent_coef
         self.target_entropy = target_entropy
+        self.ent_coef_lr = ent_coef_lr
         self.generative_learning = generative_learning
+        self.control_learning = control_learning
+        if not (generative_learning or control_learning):
+            raise ValueError("StyleSAC needs generative_learning or control_learning (or both) on.")
         self.share_env_features = share_env_features
         self._last_features: list[dict[str, Any]] | None = None
         self._sharing_features = False
@@ -226,14 +283,16 @@ class StyleSAC(OffPolicyAlgorithm):
         self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp and self.device.type == "cuda")
 
         if isinstance(self.target_entropy, str):
-            self.target_entropy = -1.0
+            if self.target_entropy != "auto":
+                raise ValueError(f"target_entropy must be 'auto' or a number, got {self.target_entropy!r}.")
+            self.target_entropy = DEFAULT_TARGET_ENTROPY
         if isinstance(self.ent_coef, str) and self.ent_coef.startswith("auto"):
             init = float(self.ent_coef.split("_")[1]) if "_" in self.ent_coef else 1.0
             if init <= 0:
                 raise ValueError(f"The initial temperature must be positive, got {init}.")
             self.log_ent_coef = torch.log(torch.ones(1, device=self.device) * init).requires_grad_(True)
             self.ent_coef_optimizer = torch.optim.Adam(
-                [self.log_ent_coef], lr=self.lr_schedule(1), betas=self.policy.adam_betas
+                [self.log_ent_coef], lr=self.ent_coef_lr, betas=self.policy.adam_betas
             )
         else:
             self.ent_coef_tensor = torch.tensor(float(self.ent_coef), device=self.device)
@@ -335,19 +394,22 @@ class StyleSAC(OffPolicyAlgorithm):
             next_obs = self.policy.images(data.next_observations)  # type: ignore[arg-type]
             latents = data.actions.float().view(-1, *self.latent_space.shape)  # SB3 stores flat actions
             alpha = self.log_ent_coef.exp().detach() if self.log_ent_coef is not None else self.ent_coef_tensor
+            log_prob: torch.Tensor | None = None  # the update's freshest log pi(a|s), for the temperature
 
             # 1. Critic: soft Bellman residual with clipped double-Q targets.
-            with torch.no_grad(), self._autocast():
-                next_sample = self.policy.sample(next_obs)
-                next_q = self.policy.q_values(next_obs["moving"], next_sample.latent, target=True).float().min(dim=0).values
-                next_q = next_q - alpha * next_sample.log_prob.float()
-                target_q = data.rewards.view(-1) + (1.0 - data.dones.view(-1)) * self.gamma * next_q
-            with self._autocast():
-                current_q = self.policy.q_values(obs["moving"], latents).float()
-            critic_loss = 0.5 * sum(F.mse_loss(q, target_q) for q in current_q)
-            assert isinstance(critic_loss, torch.Tensor)
-            self._step(self.policy.critic.optimizer, critic_loss)
-            logs.setdefault("critic_loss", []).append(critic_loss.item())
+            if self.control_learning:
+                with torch.no_grad(), self._autocast():
+                    next_sample = self.policy.sample(next_obs)
+                    next_q = self.policy.q_values(next_obs, next_sample.latent, target=True).float().min(dim=0).values
+                    target_q = soft_bellman_target(data.rewards.view(-1), data.dones.view(-1), next_q,
+                                                   next_sample.log_prob.float(), alpha, self.gamma)
+                with self._autocast():
+                    current_q = self.policy.q_values(obs, latents).float()
+                critic_loss = 0.5 * sum(F.mse_loss(q, target_q) for q in current_q)
+                assert isinstance(critic_loss, torch.Tensor)
+                self._step(self.policy.critic.optimizer, critic_loss)
+                logs.setdefault("critic_loss", []).append(critic_loss.item())
+                logs.setdefault("q_value", []).append(current_q.mean().item())
 
             # 2. Generative: the policy's image losses through actor and builder.
             if self.generative_learning:
@@ -359,28 +421,32 @@ class StyleSAC(OffPolicyAlgorithm):
                 for name, value in terms.items():
                     logs.setdefault(name, []).append(value)
 
-            # 3. Actor and temperature, every `actor_update_interval` updates.
-            if self._n_updates % self.actor_update_interval == 0:
+            # 3. Actor, every `actor_update_interval` updates.
+            if self.control_learning and self._n_updates % self.actor_update_interval == 0:
                 with self._autocast():
                     sample = self.policy.sample(obs)
-                    q_pi = self.policy.q_values(obs["moving"], sample.latent).float().min(dim=0).values
+                    q_pi = self.policy.q_values(obs, sample.latent).float().min(dim=0).values
                 log_prob = sample.log_prob.float()
                 actor_loss = (alpha * log_prob - q_pi).mean()
                 self._step(self.policy.actor.optimizer, actor_loss)
                 logs.setdefault("actor_loss", []).append(actor_loss.item())
+
+            # 4. Temperature, every update (between actor updates on the critic target's sample of pi(.|s')).
+            if self.control_learning:
+                log_prob = next_sample.log_prob.float() if log_prob is None else log_prob
                 logs.setdefault("entropy", []).append(-log_prob.mean().item())
                 if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
-                    ent_coef_loss = -(self.log_ent_coef * (log_prob + self.target_entropy).detach()).mean()
+                    ent_coef_loss = temperature_loss(self.log_ent_coef, log_prob, float(self.target_entropy))
                     self.ent_coef_optimizer.zero_grad(set_to_none=True)
                     ent_coef_loss.backward()
                     self.ent_coef_optimizer.step()
                     logs.setdefault("ent_coef_loss", []).append(ent_coef_loss.item())
+                logs.setdefault("ent_coef", []).append(float(alpha))
             self.grad_scaler.update()
 
-            # 4. Target critics.
-            polyak_update(self.policy.critic.parameters(), self.policy.critic_target.parameters(), self.tau)
-            logs.setdefault("ent_coef", []).append(float(alpha))
-            logs.setdefault("q_value", []).append(current_q.mean().item())
+            # 5. Target critics.
+            if self.control_learning:
+                polyak_update(self.policy.critic.parameters(), self.policy.critic_target.parameters(), self.tau)
             self._n_updates += 1
 
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
