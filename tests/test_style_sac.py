@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -113,6 +119,27 @@ def test_save_load_round_trip(trained: StyleSAC, tmp_path) -> None:
     assert torch.equal(opt_a[0]["exp_avg"], opt_b[0]["exp_avg"])
     loaded.learn(10, reset_num_timesteps=False)
     assert loaded.num_timesteps == trained.num_timesteps + 10
+
+
+def test_a_model_saved_before_policies_became_a_package_loads(tmp_path: Path) -> None:
+    """Saved models pickle their policy class by path, ``agents.style_sac.policies.MiniStylerPolicy`` before the
+    module became a package. ``tests/data`` keeps the ``data`` entry of such a zip (a 16 px model after 6 steps,
+    saved by the old module; the whole zip is 11 MB, mostly weights whose layout did not change): it goes into a
+    zip of today's weights of the same model, which must load and act."""
+    old_data = (Path(__file__).parent / "data" / "ministyler_16px_saved_before_policies_package.data.json").read_bytes()
+    pickled_class = base64.b64decode(json.loads(old_data)["policy_class"][":serialized:"])
+    assert b"agents.style_sac.policies\x94" in pickled_class and b"policies.ministyler" not in pickled_class
+    assert pickle.loads(pickled_class) is MiniStylerPolicy
+    env = make_vec_env("nst_env:NST-v0", n_envs=1, seed=0, env_kwargs={"image_size": 16, "device": "cpu"})
+    StyleSAC("MiniStylerPolicy", env, **{**FAST, "learning_starts": 4, "batch_size": 2, "buffer_size": 16}).save(
+        tmp_path / "today.zip")
+    with zipfile.ZipFile(tmp_path / "today.zip") as today, zipfile.ZipFile(tmp_path / "old.zip", "w") as old:
+        for item in today.infolist():
+            old.writestr(item, old_data if item.filename == "data" else today.read(item.filename))
+    loaded = StyleSAC.load(tmp_path / "old.zip", env=env, device="cpu")
+    assert type(loaded.policy) is MiniStylerPolicy and loaded.num_timesteps == 6
+    image, _ = loaded.predict(env.reset(), deterministic=True)
+    assert image.shape == (1, 3, 16, 16)
 
 
 def test_works_with_sb3_callbacks_and_subprocess_envs(tmp_path) -> None:
