@@ -29,18 +29,16 @@ import numpy as np
 import yaml
 from stable_baselines3.common.logger import configure
 
+from agents.experiment import algorithm_kwargs, make_env, parse_overrides
 from agents.style_sac import StyleSAC
-from agents.train_sac import make_env, parse_overrides
 from benchmarks.common import (
     RESULTS_DIR,
     Report,
-    algorithm_kwargs,
     configure_torch,
     machine_info,
     settings_of,
     style_sac_config,
 )
-
 
 #: Variant name -> StyleSAC arguments that make it.
 VARIANTS: dict[str, dict[str, Any]] = {"rl": {}, "no_rl": {"control_learning": False}}

@@ -317,26 +317,19 @@ def settings_of(args: Any) -> dict[str, Any]:
 def style_sac_config(image_size: int, seed: int = 0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """StyleSAC's ``NST-v0`` run configuration from ``agents/hyperparams/style_sac.yml`` at ``image_size``.
 
-    The layout is :func:`agents.train_sac.build_config`'s (so :func:`agents.train_sac.make_env` accepts it);
-    constructor arguments are the keys outside :data:`agents.train_sac.RUN_KEYS`, ``env_id`` and ``seed``.
+    The layout is :func:`agents.experiment.build_config`'s (so :func:`agents.experiment.make_env` accepts it);
+    :func:`agents.experiment.algorithm_kwargs` gives its constructor arguments.
 
     :param image_size: env image side in px.
     :param seed: seed of env and networks.
     :param overrides: hyper-parameters replacing the file's (nested dict).
     """
-    from agents.train_sac import HYPERPARAMS_FILE, merge
+    from agents.experiment import HYPERPARAMS_FILE, merge
 
     config = merge(yaml.safe_load(HYPERPARAMS_FILE.read_text())["NST-v0"], overrides or {})
     config["env_kwargs"] = {**config.get("env_kwargs", {}), "image_size": image_size}
     config.update(env_id="NST-v0", seed=seed, n_envs=1)
     return config
-
-
-def algorithm_kwargs(config: dict[str, Any]) -> dict[str, Any]:
-    """The constructor arguments of a :func:`style_sac_config` configuration."""
-    from agents.train_sac import RUN_KEYS
-
-    return {k: v for k, v in config.items() if k not in (*RUN_KEYS, "env_id", "seed")}
 
 
 def policy_controller(model: str | Path, device: torch.device | str = "cpu") -> Controller:

@@ -11,7 +11,7 @@ budget and image size is there already (then it is read). ``--name`` sets the ou
 or rollout buffer would not fit the free memory, or that runs out of memory, is reported as such in the table.
 
 Then: learning curves (episode return from the runs' Monitor files, mean +- std over seeds) and a
-deterministic evaluation of every final model on the fixed evaluation pairs of :mod:`agents.train_sac`
+deterministic evaluation of every final model on the fixed evaluation pairs of :mod:`agents.experiment`
 (one 10-step episode per pair): the env's style and content losses after the last step, mean +- std over
 seeds (each seed's value is the mean over pairs). Two references that are not trained here: the content photo
 left as is (``no-op``) and the authors' released RLMiniStyler. Writes ``compare_algorithms.{md,csv,json}`` and
@@ -32,7 +32,7 @@ import yaml
 
 from agents import train
 from agents.cli import cli_main, device_name, int_range
-from agents.train_sac import EVAL_PAIRS
+from agents.experiment import ALGOS, EVAL_PAIRS, HYPERPARAMS_DIR, algorithm_class
 from benchmarks.common import (
     RESULTS_DIR,
     Controller,
@@ -94,7 +94,7 @@ def train_run(algo: str, seed: int, args: argparse.Namespace) -> tuple[Path | No
         return existing, "finished run read"
     if args.no_train:
         return None, "no finished run found (--no-train)"
-    hyperparams = yaml.safe_load((train.HYPERPARAMS_DIR / f"{algo}.yml").read_text())["NST-v0"]
+    hyperparams = yaml.safe_load((HYPERPARAMS_DIR / f"{algo}.yml").read_text())["NST-v0"]
     need, free = buffer_bytes(algo, args.image_size, hyperparams), psutil.virtual_memory().available
     if need > MEMORY_FRACTION * free:
         return None, f"skipped: buffers need ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
@@ -122,7 +122,7 @@ def monitor(run_dir: Path) -> pd.DataFrame:
 
 def model_controller(run_dir: Path, algo: str) -> Controller:
     """A run's final model acting deterministically on CPU."""
-    model = train.algorithm_class(algo).load(run_dir / "model.zip", device="cpu")
+    model = algorithm_class(algo).load(run_dir / "model.zip", device="cpu")
     return lambda obs: model.predict(obs, deterministic=True)[0]
 
 
@@ -187,7 +187,7 @@ def plot_curves(curves: dict[str, list[np.ndarray]], episode_length: int, path: 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--algos", nargs="+", choices=sorted(train.ALGOS),
+    p.add_argument("--algos", nargs="+", choices=sorted(ALGOS),
                    default=["style_sac", "sac", "td3", "tqc", "ppo", "a2c"])
     p.add_argument("--seeds", type=int_range(0, 2**32 - 1), nargs="+", default=[0, 1, 2])
     p.add_argument("-n", "--n-timesteps", type=int_range(1), default=300, help="env steps per run (the same for all)")

@@ -277,9 +277,9 @@ def measure_training(size: int, amp: bool, n_envs: int, device: torch.device, se
     :param seconds: wall-clock time for set-up, warm-up and measurement together (at least 2 s are measured).
     :param log_dir: folder for the envs' Monitor files.
     """
+    from agents.experiment import WallClockLimit, algorithm_kwargs, make_env
     from agents.style_sac import StyleSAC
-    from agents.train_sac import WallClockLimit, make_env
-    from benchmarks.common import algorithm_kwargs, style_sac_config, synchronize
+    from benchmarks.common import style_sac_config, synchronize
 
     start = time.monotonic()
     config = style_sac_config(size, overrides={"use_amp": amp, "buffer_size": 1000})
@@ -454,7 +454,7 @@ def run_finetune(args: argparse.Namespace, cap_s: float) -> StageResult:
     :param args: the suite's arguments.
     :param cap_s: wall-clock cap of training and evaluation together, in seconds.
     """
-    from agents.train_sac import next_run_dir
+    from agents.experiment import next_run_dir
 
     start = time.monotonic()
     if args.corpus:

@@ -38,13 +38,12 @@ import numpy as np
 import torch
 
 from agents.cli import cli_main, device_name, float_range, int_range
+from agents.experiment import algorithm_kwargs, make_env
 from agents.style_sac import StyleSAC
-from agents.train_sac import make_env
 from benchmarks.common import (
     RESULTS_DIR,
     Report,
     Row,
-    algorithm_kwargs,
     configure_torch,
     machine_info,
     pyplot,

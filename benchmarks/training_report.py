@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from agents.train_sac import EVAL_PAIRS
+from agents.experiment import EVAL_PAIRS
 from benchmarks.common import Controller, policy_controller, unchanged_photo
 from nst_env.style_transfer import NSTEnv
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from agents import export_onnx, train
+from agents.experiment import ALGOS, algorithm_class
 from agents.models import load_policy
 from agents.style_sac import StyleSAC
 from benchmarks import ablation, compare_algorithms, quality, speed, train_throughput
@@ -143,8 +144,8 @@ def test_compare_algorithms_trains_evaluates_and_plots(tmp_path: Path) -> None:
     rows = compare_algorithms.main(["-n", "10", "--image-size", "36", "--seeds", "0", "-f", str(tmp_path / "runs"),
                                     "--hyperparams", overrides, "--out", str(tmp_path)])
     by_method = {r["method"]: r for r in rows}
-    assert set(train.ALGOS) <= set(by_method)
-    assert all(by_method[a]["seeds"] == 1 and by_method[a]["status"] == "trained" for a in train.ALGOS)
+    assert set(ALGOS) <= set(by_method)
+    assert all(by_method[a]["seeds"] == 1 and by_method[a]["status"] == "trained" for a in ALGOS)
     noop = by_method["no-op (content photo)"]
     assert noop["final_content_loss"] == pytest.approx(0.0, abs=1e-6)
     assert by_method["rlministyler (released)"]["final_style_loss"] < noop["final_style_loss"]
@@ -179,7 +180,7 @@ def test_train_cli_runs_and_resumes_a_stock_algorithm(tmp_path: Path) -> None:
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["rl_model_10_steps.zip", "rl_model_20_steps.zip"]
     assert train.main(["--algo", "ppo", "--resume", str(run / "checkpoints" / "rl_model_10_steps.zip"), "-n", "30",
                        "--save-freq", "0", *fast]) == 0
-    assert train.algorithm_class("ppo").load(run / "model.zip", device="cpu").num_timesteps == 30
+    assert algorithm_class("ppo").load(run / "model.zip", device="cpu").num_timesteps == 30
     with pytest.raises(SystemExit, match="trained with ppo"):
         train.main(["--algo", "sac", "--resume", str(run), *fast])
     with pytest.raises(SystemExit, match="StyleSAC options"):

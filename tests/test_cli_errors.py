@@ -14,7 +14,7 @@ import torch
 import yaml
 from PIL import Image
 
-from agents import export_onnx, stylize, train, train_sac
+from agents import checkpoints, export_onnx, stylize, train, train_sac
 from agents.inference import (
     FrameStylizer,
     image_to_tensor,
@@ -143,7 +143,7 @@ def test_resume_skips_a_damaged_newest_checkpoint_with_a_warning(bad: dict[str, 
     newest = run / "checkpoints" / "rl_model_10_steps.zip"
     newest.write_bytes(bad["truncated.zip"].read_bytes())
     try:
-        assert train_sac.latest_checkpoint(run).name == "rl_model_5_steps.zip"
+        assert checkpoints.latest_checkpoint(run).name == "rl_model_5_steps.zip"
         assert f"skipping {newest}" in capsys.readouterr().err
     finally:
         newest.unlink()

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from agents import StyleSAC, train_sac
+from agents.checkpoints import buffer_path, checkpoint_problem, latest_checkpoint
 
 FLAGS = ["--image-size", "16", "--save-freq", "5", "--eval-freq", "0", "--no-progress", "-v", "0",
          "--hyperparams", "learning_starts:5", "batch_size:2", "buffer_size:100"]
@@ -42,10 +43,10 @@ def test_kill_during_a_save_then_resume_continues_with_the_matching_buffer(tmp_p
     assert not (run / "model.zip").exists()
 
     # The newest complete checkpoint and the buffer saved with it: every zip present is complete.
-    newest = train_sac.latest_checkpoint(run)
-    assert all(train_sac.checkpoint_problem(p) is None for p in checkpoints.glob("rl_model_*_steps.zip"))
+    newest = latest_checkpoint(run)
+    assert all(checkpoint_problem(p) is None for p in checkpoints.glob("rl_model_*_steps.zip"))
     steps = int(newest.stem.split("_")[2])
-    saved = read_buffer(train_sac.buffer_path(newest))
+    saved = read_buffer(buffer_path(newest))
     assert saved.pos == steps - 1  # the transition of the step that triggered the save is stored after it
     assert saved.observations["moving"][: saved.pos].any() and not saved.observations["moving"][saved.pos:].any()
 

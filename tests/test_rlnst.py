@@ -11,6 +11,7 @@ import torch
 from stable_baselines3.common.logger import configure
 
 from agents import RLNSTPolicy, StyleSAC, stylize, train_sac
+from agents.experiment import build_config
 from agents.models import RELEASED, image_spaces, load_policy
 from agents.networks import denormalize_imagenet, normalize_imagenet
 from agents.networks.pretrained import PRETRAINED_DIR, RLNST_STYLIZER_KEY_MAP, rename_keys
@@ -125,17 +126,17 @@ def test_init_from_released_weights() -> None:
 
 
 def test_train_sac_config_pins_the_style_and_the_env_kwargs() -> None:
-    config = train_sac.build_config(train_sac.parse_args(["--policy", "RLNSTPolicy", "--style", "the_scream"]))
+    config = build_config(train_sac.parse_args(["--policy", "RLNSTPolicy", "--style", "the_scream"]))
     assert config["policy"] == "RLNSTPolicy"
     pinned = {"style": "the_scream", "observe_content": True, "style_loss": "gram"}
     assert config["env_kwargs"] | pinned == config["env_kwargs"]
-    config = train_sac.build_config(train_sac.parse_args(["--init", "rlnst:blue_swirls"]))
+    config = build_config(train_sac.parse_args(["--init", "rlnst:blue_swirls"]))
     assert config["policy"] == "RLNSTPolicy"
     assert config["env_kwargs"]["style"] == str(PRETRAINED_DIR / "rlnst" / "blue_swirls" / "style.jpg")
     with pytest.raises(SystemExit, match="--style"):
-        train_sac.build_config(train_sac.parse_args(["--init", "rlnst:fire"]))  # no style image was published
+        build_config(train_sac.parse_args(["--init", "rlnst:fire"]))  # no style image was published
     with pytest.raises(SystemExit, match="--style"):
-        train_sac.build_config(train_sac.parse_args(["--policy", "RLNSTPolicy"]))
+        build_config(train_sac.parse_args(["--policy", "RLNSTPolicy"]))
 
 
 def test_train_sac_from_a_released_single_style_model(tmp_path: Path) -> None:

@@ -11,10 +11,11 @@ import torch
 from stable_baselines3.common.env_util import make_vec_env
 
 from agents import StyleSAC
+from agents.experiment import build_config
 from agents.export_onnx import export_step
 from agents.style_sac.policies import style_contrastive_loss, uncertainty_weighted_sum
 from agents.style_sac.style_sac import DEFAULT_TARGET_ENTROPY, soft_bellman_target, temperature_loss
-from agents.train_sac import build_config, parse_args
+from agents.train_sac import parse_args
 
 SIZE = 32
 FAST = dict(learning_starts=8, batch_size=4, buffer_size=64, verbose=0, device="cpu", seed=0)
