@@ -32,8 +32,8 @@ from stable_baselines3.common.logger import configure
 from agents.experiment import algorithm_kwargs, make_env, parse_overrides
 from agents.style_sac import StyleSAC
 from benchmarks.common import (
-    RESULTS_DIR,
     Report,
+    benchmark_parser,
     configure_torch,
     machine_info,
     settings_of,
@@ -96,17 +96,14 @@ def train_variant(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = benchmark_parser(__doc__, device="cpu", device_help="cpu, cuda, ...", seed_help="seed of envs and networks",
+                         out_help="folder of ablation.{md,csv,json}")
     p.add_argument("-n", "--n-timesteps", type=int, default=300, help="env steps per variant")
     p.add_argument("--image-size", type=int, default=64, help="training image side in px")
     p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["rl", "no_rl"])
     p.add_argument("--init", default=None, help="start from released weights (rlministyler) instead of scratch")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ...")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("-f", "--log-folder", type=Path, default=Path("runs/ablation"), help="parent of the run folders")
     p.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE", help="override hyper-parameters")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder of ablation.{md,csv,json}")
     return p.parse_args(argv)
 
 

@@ -1,9 +1,11 @@
 """Shared benchmark plumbing: machine description, timing with warm-up and synchronisation, peak memory,
 writing a result table as Markdown, CSV and JSON (and printing it), and deterministic controllers that play
-an env episode."""
+an env episode; the command-line flags every benchmark shares (:func:`benchmark_parser`) and the ending of every
+figure (:func:`save_figure`)."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import ctypes
 import datetime as dt
@@ -307,6 +309,54 @@ def pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 120) -> Path:
+    """Lay a matplotlib figure out (``tight_layout``, unless it has a layout engine already), write it and close it.
+
+    :param fig: the figure.
+    :param path: the image file to write.
+    :param dpi: its resolution.
+    """
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
+def benchmark_parser(
+    doc: str,
+    *,
+    device: str | None = "auto",
+    device_help: str = "auto, cpu, cuda, ...",
+    threads_help: str | None = "torch CPU threads (default: torch's choice)",
+    seed_help: str | None = None,
+    out: Path | None = RESULTS_DIR,
+    out_help: str = "output folder",
+) -> argparse.ArgumentParser:
+    """A benchmark's command line with the flags they share: ``--device``, ``--threads``, ``--seed``, ``--out``.
+
+    :param doc: the benchmark's module docstring (its first line describes the command in ``--help``).
+    :param device: ``--device``'s default (``None``: no such flag).
+    :param device_help: its help.
+    :param threads_help: ``--threads``' help (``None``: no such flag); at least 1, default torch's choice.
+    :param seed_help: ``--seed``'s help (``None``: no such flag); default 0.
+    :param out: ``--out``'s default folder (``None``: no such flag).
+    :param out_help: its help.
+    """
+    from agents.cli import device_name, int_range
+
+    p = argparse.ArgumentParser(description=doc.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    if device is not None:
+        p.add_argument("--device", type=device_name, default=device, help=device_help)
+    if threads_help is not None:
+        p.add_argument("--threads", type=int_range(1, 1024), default=None, help=threads_help)
+    if seed_help is not None:
+        p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help=seed_help)
+    if out is not None:
+        p.add_argument("--out", type=Path, default=out, help=out_help)
+    return p
 
 
 def settings_of(args: Any) -> dict[str, Any]:

@@ -31,17 +31,18 @@ import psutil
 import yaml
 
 from agents import train
-from agents.cli import cli_main, device_name, int_range
+from agents.cli import cli_main, int_range
 from agents.experiment import ALGOS, EVAL_PAIRS, HYPERPARAMS_DIR, algorithm_class
 from benchmarks.common import (
-    RESULTS_DIR,
     Controller,
     Report,
     Row,
+    benchmark_parser,
     configure_torch,
     machine_info,
     policy_controller,
     pyplot,
+    save_figure,
     settings_of,
     unchanged_photo,
 )
@@ -179,27 +180,22 @@ def plot_curves(curves: dict[str, list[np.ndarray]], episode_length: int, path: 
     ax.grid(alpha=0.3)
     if curves:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = benchmark_parser(__doc__, device="cpu", device_help="cpu, cuda, ...")
     p.add_argument("--algos", nargs="+", choices=sorted(ALGOS),
                    default=["style_sac", "sac", "td3", "tqc", "ppo", "a2c"])
     p.add_argument("--seeds", type=int_range(0, 2**32 - 1), nargs="+", default=[0, 1, 2])
     p.add_argument("-n", "--n-timesteps", type=int_range(1), default=300, help="env steps per run (the same for all)")
     p.add_argument("--image-size", type=int_range(36, 4096), default=64, help="image side (NatureCNN needs >= 36 px)")
-    p.add_argument("--device", type=device_name, default="cpu", help="cpu, cuda, ...")
-    p.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("-f", "--log-folder", type=Path, default=Path("runs/compare"), help="run folders")
     p.add_argument("--hyperparams", type=yaml.safe_load, default={},
                    help='per-algorithm overrides as YAML, e.g. "{sac: [learning_starts:10]}"')
     p.add_argument("--no-train", action="store_true", help="only read finished runs from --log-folder")
     p.add_argument("--smooth", type=int_range(1), default=5, help="moving average of the curves, in episodes")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
     p.add_argument("--name", default="compare_algorithms", help="stem of the output files")
     return p.parse_args(argv)
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from agents.cli import cli_main, int_range
+from benchmarks.common import benchmark_parser, save_figure
 from benchmarks.common import machine_info as common_machine_info
 
 GOAL = 0.8
@@ -36,7 +37,8 @@ NAME = "env_throughput"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = benchmark_parser(__doc__, device=None, threads_help=None, out=RESULTS,
+                              out_help="folder for the .md/.csv/.json/.png results")
     parser.add_argument("--device", nargs="+", default=["auto"],
                         help="devices to run on: cpu, cuda, cuda:1 ...; 'auto' = cpu, plus cuda when available")
     parser.add_argument("--sizes", nargs="+", type=int_range(16, 8192), default=[64, 128, 256], help="image sides in pixels")
@@ -45,7 +47,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int_range(1), default=6, help="interleaved env/floor rounds the steps are split in")
     parser.add_argument("--threads", type=int_range(1, 1024), nargs="+", default=None,
                         help="torch CPU thread counts to compare, e.g. 1 2 (default: torch's choice)")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the .md/.csv/.json/.png results")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG bar plot")
     return parser.parse_args(argv)
 
@@ -199,9 +200,7 @@ def plot(rows: list[dict[str, object]], path: Path) -> None:
     ax.set_ylabel("per second (log scale)")
     ax.set_title(f"NST-v0 throughput; bar labels: env/floor ratio (goal >= {GOAL})", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 @cli_main

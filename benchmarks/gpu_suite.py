@@ -48,7 +48,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import RESULTS_DIR, Report, Row, machine_info, pyplot, settings_of
+from benchmarks.common import RESULTS_DIR, Report, Row, benchmark_parser, machine_info, pyplot, save_figure, settings_of
 from nst_env.images import SAMPLE_CONTENT_DIR, SAMPLE_STYLE_DIR
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -554,9 +554,7 @@ def plot(results: dict[str, StageResult], path: Path) -> None:
     ax_style.grid(alpha=0.3, which="both")
     if style:
         ax_style.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 #: Per stage: title, columns and notes of its own report.
@@ -656,10 +654,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     :param argv: the arguments (default: ``sys.argv[1:]``).
     """
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = benchmark_parser(__doc__, device="cuda" if torch.cuda.is_available() else "cpu", device_help="cuda, cuda:1, cpu, ...",
+                         threads_help=None, out=RESULTS_DIR / "gpu", out_help="tables and figures")
     p.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget of the whole suite")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda, cuda:1, cpu, ...")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR / "gpu", help="tables and figures")
     p.add_argument("--work-dir", type=Path, default=Path("runs/gpu_suite"),
                    help="child logs, ONNX export, the fine-tune's run folder")
     p.add_argument("--image-size", type=int, default=None,

@@ -32,18 +32,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from agents.cli import cli_main, device_name, float_range, int_range
+from agents.cli import cli_main, float_range, int_range
 from agents.inference import stylize_sequence
 from agents.models import load_policy
 from agents.style_sac import MiniStylerPolicy
-from benchmarks.common import (
-    RESULTS_DIR,
-    Report,
-    configure_torch,
-    machine_info,
-    pyplot,
-    settings_of,
-)
+from benchmarks.common import Report, benchmark_parser, configure_torch, machine_info, pyplot, save_figure, settings_of
 from benchmarks.metrics import QualityMetrics
 from benchmarks.peers import StyleTransferLite, gatys, onnx_runtime_device
 from nst_env.images import (
@@ -195,9 +188,7 @@ def plot_tradeoff(summary: list[dict[str, object]], path: Path) -> None:
     ax.set_title("Quality trade-off (mean over pairs); labels: step / strength / iterations", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def image_grid(rows: Sequence[Sequence[tuple[np.ndarray, str]]], tile: int) -> Image.Image:
@@ -220,11 +211,10 @@ def image_grid(rows: Sequence[Sequence[tuple[np.ndarray, str]]], tile: int) -> I
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = benchmark_parser(__doc__, threads_help="torch and ONNX Runtime CPU threads", seed_help="seed of the pair draw")
     p.add_argument("--content-dir", type=Path, default=SAMPLE_CONTENT_DIR, help="content photos (recursive)")
     p.add_argument("--style-dir", type=Path, default=SAMPLE_STYLE_DIR, help="style images (recursive)")
     p.add_argument("--pairs", type=int_range(1), default=4, help="content x style pairs, drawn with --seed")
-    p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0, help="seed of the pair draw")
     p.add_argument("--size", type=int_range(16, 8192), default=256, help="content and style are resized to SIZE x SIZE")
     p.add_argument("--model", nargs="+", default=["rlministyler"], help="released model names or StyleSAC zips")
     p.add_argument("--steps", type=int_range(1, 1000), default=10, help="stylisation steps of our agents")
@@ -236,9 +226,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gatys-lr", type=float_range(0.0), default=0.02, help="Gatys Adam learning rate")
     p.add_argument("--grid-steps", type=int_range(1, 1000), nargs="+", default=[1, 5, 10], help="our steps shown in the grid")
     p.add_argument("--tile", type=int_range(16, 4096), default=128, help="grid tile side in px")
-    p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch and ONNX Runtime CPU threads")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
     p.add_argument("--name", default="quality", help="stem of the output files")
     return p.parse_args(argv)
 

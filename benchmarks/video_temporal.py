@@ -40,13 +40,14 @@ import torch
 from matplotlib.figure import Figure
 
 from agents import train_sac
-from agents.cli import cli_main, device_name, int_range
+from agents.cli import cli_main, int_range
 from agents.inference import FrameStylizer
 from agents.models import load_policy
 from agents.networks.pretrained import rlnst_style_image_path
 from agents.style_sac import ActorBuilderPolicy, RLNSTVideoPolicy
 from agents.style_sac.policies import VideoHiddenStates
 from agents.temporal import FLOW_METHODS, input_flows, warping_error_maps
+from benchmarks.common import benchmark_parser, save_figure
 from nst_env.images import load_image, resize
 from nst_env.style_transfer import resolve_device
 from nst_env.video import DEFAULT_VIDEO, read_video
@@ -57,8 +58,8 @@ STYLE_MODEL = "rlnst:blue_swirls"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = benchmark_parser(__doc__, threads_help="torch CPU threads (1 on a busy shared machine)", out=RESULTS,
+                         out_help="results folder")
     p.add_argument("--video", default=str(DEFAULT_VIDEO), help="input video")
     p.add_argument("--video-model", default=None, help="trained RLNSTVideoPolicy zip (default: train one first)")
     p.add_argument("--train-steps", type=int_range(1), default=400, help="env steps when training the video model here")
@@ -66,9 +67,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int_range(2), default=24, help="consecutive distinct frames used")
     p.add_argument("--max-side", type=int_range(16), default=160, help="frames are downscaled to this longer side")
     p.add_argument("--steps", type=int_range(1, 1000), nargs="+", default=[1, 5, 10], help="stylisation steps reported")
-    p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--threads", type=int_range(1, 1024), default=None, help="torch CPU threads (1 on a busy shared machine)")
-    p.add_argument("--out", default=str(RESULTS), help="results folder")
     return p.parse_args(argv)
 
 
@@ -208,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             axes[r, c].set_title(f"{name}\nstep {step}", fontsize=7)
             axes[r, c].axis("off")
     fig.colorbar(image, ax=axes, shrink=0.6, label="squared RGB warping difference")
-    fig.savefig(out / "video_temporal_heatmap.png", dpi=110)
+    save_figure(fig, out / "video_temporal_heatmap.png", dpi=110)
     print(markdown_table(table))
     print(f"Wrote {out / 'video_temporal.md'}, .csv, .json and video_temporal_heatmap.png")
     return 0

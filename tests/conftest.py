@@ -1,19 +1,45 @@
-"""Shared fixtures: odd image files, fake VGG-19 weight files, and one torch thread for the env/VGG tests."""
+"""Shared settings and fixtures: the agents' tests' image size, fast StyleSAC settings and env factory
+(``from conftest import FAST, SIZE, make_env``), odd image files, fake VGG-19 weight files, and one torch thread
+for the env/VGG tests."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecEnv
 
 from nst_env.vgg import _ADAIN_CONV_INDEX, _CONVS, _TORCHVISION_CONV_INDEX
 
 #: Channels of VGG-19's 16 convolutions, in network order.
 VGG_CHANNELS = tuple(64 * 2 ** min(block - 1, 3) for block, _ in _CONVS)
+#: Image side of the agents' tests.
+SIZE = 32
+#: StyleSAC settings that learn within a few steps.
+FAST = dict(learning_starts=8, batch_size=4, buffer_size=64, verbose=0, device="cpu", seed=0)
+#: NST-v0 keyword arguments each policy needs: RL-NST trains one style and compares with the content photo.
+POLICY_ENV_KWARGS: dict[str, dict[str, Any]] = {
+    "MiniStylerPolicy": {},
+    "RLNSTPolicy": {"style": "starry_night", "observe_content": True, "style_loss": "gram"},
+}
+
+
+def make_env(n_envs: int = 1, env_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> VecEnv:
+    """NST-v0 at :data:`SIZE` px on the CPU, vectorised and seeded.
+
+    :param n_envs: parallel envs.
+    :param env_kwargs: NST-v0 arguments on top of the size and device.
+    :param kwargs: further arguments of SB3's ``make_vec_env`` (e.g. ``vec_env_cls``).
+    """
+    # "module:EnvId" makes gymnasium import nst_env (and so register NST-v0) inside subprocess workers too
+    env_kwargs = {"image_size": SIZE, "device": "cpu", **(env_kwargs or {})}
+    return make_vec_env("nst_env:NST-v0", n_envs=n_envs, seed=0, env_kwargs=env_kwargs, **kwargs)
 
 
 @pytest.fixture(scope="module")

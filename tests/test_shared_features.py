@@ -6,23 +6,15 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import FAST, SIZE, make_env
 from stable_baselines3.common.buffers import DictReplayBuffer
-from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
 from agents import StyleSAC
 from agents.style_sac.buffers import FeatureReplayBuffer
 from nst_env.losses import pack_mean_std, style_statistics, unpack_mean_std
 
-SIZE = 32
-FAST = dict(learning_starts=8, batch_size=4, buffer_size=64, verbose=0, device="cpu", seed=0)
-
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
-
-
-def make_env(n_envs: int = 1, **kwargs):
-    env_kwargs = {"image_size": SIZE, "device": "cpu", **kwargs.pop("env_kwargs", {})}
-    return make_vec_env("nst_env:NST-v0", n_envs=n_envs, seed=0, env_kwargs=env_kwargs, **kwargs)
 
 
 def count_vgg_images(model: StyleSAC) -> list[int]:

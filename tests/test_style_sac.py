@@ -1,4 +1,5 @@
-"""StyleSAC + MiniStylerPolicy: shapes, gradient flow, learning, replay, save/load, callbacks, devices."""
+"""StyleSAC + MiniStylerPolicy: shapes, gradient flow, logging, replay, old saved models, callbacks, devices (learning,
+save/load and odd sizes of every policy: tests/test_policies.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FAST, SIZE, make_env
 from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
@@ -19,14 +21,6 @@ from stable_baselines3.common.vec_env import SubprocVecEnv
 from agents import MiniStylerPolicy, StyleSAC
 from agents.networks.pretrained import PRETRAINED_DIR
 from nst_env.losses import style_loss, style_statistics
-
-SIZE = 32
-FAST = dict(learning_starts=8, batch_size=4, buffer_size=64, verbose=0, device="cpu", seed=0)
-
-
-def make_env(n_envs: int = 1, **kwargs):
-    # "module:EnvId" makes gymnasium import nst_env (and so register NST-v0) inside subprocess workers too
-    return make_vec_env("nst_env:NST-v0", n_envs=n_envs, seed=0, env_kwargs={"image_size": SIZE, "device": "cpu"}, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +50,6 @@ def test_acting_gives_images_and_buffers_latents(trained: StyleSAC) -> None:
     assert np.abs(stored).sum() > 0
 
 
-def test_odd_image_sizes_are_padded_and_restored() -> None:
-    env = make_vec_env("NST-v0", n_envs=1, env_kwargs={"image_size": 30, "device": "cpu"})
-    model = StyleSAC("MiniStylerPolicy", env, **FAST)
-    assert model.latent_space.shape == (64, 8, 8)
-    image, _ = model.predict(env.reset())
-    assert image.shape == (1, 3, 30, 30)
-    model.learn(12)
-
-
 def test_latent_gets_gradients_from_q_and_from_style_loss(trained: StyleSAC) -> None:
     policy = trained.policy
     obs = trained.env.reset()
@@ -83,20 +68,6 @@ def test_latent_gets_gradients_from_q_and_from_style_loss(trained: StyleSAC) -> 
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.actor.parameters())
 
 
-def test_learning_updates_every_part(trained: StyleSAC) -> None:
-    fresh = StyleSAC("MiniStylerPolicy", make_env(), **FAST)
-    for name in ("actor", "builder", "critic"):
-        before = torch.cat([p.flatten() for p in getattr(fresh.policy, name).parameters()])
-        after = torch.cat([p.flatten() for p in getattr(trained.policy, name).parameters()])
-        assert not torch.equal(before, after), name
-    for q, q_target in zip(trained.policy.critic, trained.policy.critic_target):
-        online = torch.cat([p.flatten() for p in q.parameters()])
-        target = torch.cat([p.flatten() for p in q_target.parameters()])
-        assert not torch.equal(online, target)  # soft, not hard, updates
-    assert float(trained.log_ent_coef.detach().exp()) != pytest.approx(1.0)
-    assert trained._n_updates == 40 - 8  # one update per step after learning_starts
-
-
 def test_logger_records_the_losses(tmp_path) -> None:
     model = StyleSAC("MiniStylerPolicy", make_env(), **FAST)
     model.set_logger(configure(str(tmp_path), ["csv"]))
@@ -105,20 +76,6 @@ def test_logger_records_the_losses(tmp_path) -> None:
     for key in ("train/critic_loss", "train/actor_loss", "train/ent_coef", "train/content_loss",
                 "train/style_loss", "train/contrastive_loss", "rollout/ep_rew_mean"):
         assert key in header
-
-
-def test_save_load_round_trip(trained: StyleSAC, tmp_path) -> None:
-    trained.save(tmp_path / "model.zip")
-    loaded = StyleSAC.load(tmp_path / "model.zip", env=trained.env, device="cpu")
-    obs = trained.env.reset()
-    np.testing.assert_allclose(trained.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0],
-                               atol=1e-6)
-    assert torch.equal(trained.log_ent_coef, loaded.log_ent_coef)
-    opt_a = trained.policy.generative_optimizer.state_dict()["state"]
-    opt_b = loaded.policy.generative_optimizer.state_dict()["state"]
-    assert torch.equal(opt_a[0]["exp_avg"], opt_b[0]["exp_avg"])
-    loaded.learn(10, reset_num_timesteps=False)
-    assert loaded.num_timesteps == trained.num_timesteps + 10
 
 
 def test_a_model_saved_before_policies_became_a_package_loads(tmp_path: Path) -> None:

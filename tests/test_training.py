@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from stable_baselines3.common.env_util import make_vec_env
+from conftest import FAST, make_env
 
 from agents import StyleSAC
 from agents.experiment import build_config
@@ -17,17 +17,10 @@ from agents.style_sac.policies import style_contrastive_loss, uncertainty_weight
 from agents.style_sac.style_sac import DEFAULT_TARGET_ENTROPY, soft_bellman_target, temperature_loss
 from agents.train_sac import parse_args
 
-SIZE = 32
-FAST = dict(learning_starts=8, batch_size=4, buffer_size=64, verbose=0, device="cpu", seed=0)
-
 
 @pytest.fixture(autouse=True)
 def one_thread(single_torch_thread: None) -> None:
     """Small images: one torch thread is fastest (see conftest)."""
-
-
-def make_env():
-    return make_vec_env("nst_env:NST-v0", n_envs=1, seed=0, env_kwargs={"image_size": SIZE, "device": "cpu"})
 
 
 # ----------------------------------------------------------------------------- hand-computed terms
