@@ -16,7 +16,7 @@ from agents.networks import (
     MiniStylerBuilder,
     MiniStylerCritic,
     RLNSTActor,
-    RLNSTStylizer,
+    RLNSTBuilder,
     adain,
     channel_mean_std,
     crop_to_size,
@@ -49,10 +49,10 @@ def ministyler() -> tuple[MiniStylerActor, MiniStylerBuilder]:
 
 
 @pytest.fixture(scope="module")
-def rlnst() -> tuple[RLNSTActor, RLNSTStylizer]:
-    actor, stylizer = RLNSTActor().eval(), RLNSTStylizer().eval()
-    load_rlnst_pretrained(actor, stylizer, "blue_swirls")
-    return actor, stylizer
+def rlnst() -> tuple[RLNSTActor, RLNSTBuilder]:
+    actor, builder = RLNSTActor().eval(), RLNSTBuilder().eval()
+    load_rlnst_pretrained(actor, builder, "blue_swirls")
+    return actor, builder
 
 
 # ----------------------------------------------------------------------------------------------- sizes
@@ -60,7 +60,7 @@ def test_parameter_counts() -> None:
     assert n_params(MiniStylerActor()) == 217_312
     assert n_params(MiniStylerBuilder()) == 153_843
     assert n_params(RLNSTActor()) == 101_376
-    assert n_params(RLNSTStylizer()) == 77_049
+    assert n_params(RLNSTBuilder()) == 77_049
     assert abs(n_params(MiniStylerCritic()) - 166_000) / 166_000 < 0.03
 
 
@@ -81,12 +81,12 @@ def test_ministyler_odd_size_round_trip(ministyler: tuple[MiniStylerActor, MiniS
     assert [rep.shape for rep in code.representations()] == [(2, 64), (2, 128), (2, 128), (2, 128), (2, 352)]
 
 
-def test_rlnst_odd_size_round_trip(rlnst: tuple[RLNSTActor, RLNSTStylizer]) -> None:
-    actor, stylizer = rlnst
+def test_rlnst_odd_size_round_trip(rlnst: tuple[RLNSTActor, RLNSTBuilder]) -> None:
+    actor, builder = rlnst
     x, size = pad_to_multiple(normalize_imagenet(torch.rand(1, 3, 37, 53)), 4)
     with torch.no_grad():
         mean, std, skips = actor(x)
-        image = crop_to_size(stylizer(mean + std * torch.randn_like(std), skips), size)
+        image = crop_to_size(builder(mean + std * torch.randn_like(std), skips), size)
     assert mean.shape == std.shape == (1, 1, 10, 14)
     assert [s.shape[1:] for s in skips] == [(16, 40, 56), (32, 20, 28), (64, 10, 14)]
     assert (std > 0).all()
@@ -136,12 +136,12 @@ def test_ministyler_reproduces_reference(ministyler: tuple[MiniStylerActor, Mini
     assert relative_error(torch.cat(steps), ref["sequence_3_steps"]) < TOLERANCE
 
 
-def test_rlnst_reproduces_reference(rlnst: tuple[RLNSTActor, RLNSTStylizer]) -> None:
-    actor, stylizer = rlnst
+def test_rlnst_reproduces_reference(rlnst: tuple[RLNSTActor, RLNSTBuilder]) -> None:
+    actor, builder = rlnst
     ref = np.load(DATA / "rlnst_reference_io.npz")
     with torch.no_grad():
         mean, std, skips = actor(torch.from_numpy(ref["content_normalized"]))
-        output = stylizer(mean, skips)
+        output = builder(mean, skips)
     assert relative_error(mean, ref["latent_mean"]) < TOLERANCE
     assert relative_error(std, ref["latent_std"]) < TOLERANCE
     assert relative_error(output, ref["output_step1"]) < TOLERANCE
@@ -204,13 +204,13 @@ def test_critic_shape_and_negative_values() -> None:
 # --------------------------------------------------------------------------------------------- loaders
 def test_all_released_rlnst_models_load() -> None:
     for name in RLNST_STYLES:
-        load_rlnst_pretrained(RLNSTActor(), RLNSTStylizer(), name)
+        load_rlnst_pretrained(RLNSTActor(), RLNSTBuilder(), name)
     assert rlnst_style_image_path("fire") is None
     assert rlnst_style_image_path("blue_swirls") == PRETRAINED_DIR / "rlnst" / "blue_swirls" / "style.jpg"
     with pytest.raises(ValueError, match="unknown RL-NST style"):
         rlnst_style_image_path("starry_night")
     with pytest.raises(FileNotFoundError, match="starry_night"):
-        load_rlnst_pretrained(RLNSTActor(), RLNSTStylizer(), "starry_night")
+        load_rlnst_pretrained(RLNSTActor(), RLNSTBuilder(), "starry_night")
 
 
 def test_own_state_dicts_round_trip(tmp_path: Path) -> None:
@@ -233,7 +233,7 @@ def test_loader_missing_file(tmp_path: Path) -> None:
 def test_loader_corrupt_file(tmp_path: Path) -> None:
     (tmp_path / "actor.ckpt").write_bytes(b"\x00garbage, not a checkpoint" * 10)
     with pytest.raises(ValueError, match="actor.ckpt"):
-        load_rlnst_pretrained(RLNSTActor(), RLNSTStylizer(), tmp_path)
+        load_rlnst_pretrained(RLNSTActor(), RLNSTBuilder(), tmp_path)
     released = (PRETRAINED_DIR / "rlministyler" / "actor.pth.tar").read_bytes()
     (tmp_path / "actor.pth.tar").write_bytes(released[: len(released) // 2])  # truncated
     with pytest.raises(ValueError, match="corrupt or truncated"):
@@ -246,8 +246,8 @@ def test_loader_incompatible_state_dict(tmp_path: Path) -> None:
     state["conv1.conv2d.weight"] = torch.zeros(8, 3, 9, 9)
     torch.save(state, tmp_path / "actor.ckpt")
     with pytest.raises(ValueError, match=r"wrong shapes: conv1\.conv\.weight \(8, 3, 9, 9\)"):
-        load_rlnst_pretrained(RLNSTActor(), RLNSTStylizer(), tmp_path)
-    # The RL-NST stylizer's weights are not an RLMiniStyler actor.
-    torch.save(RLNSTStylizer().state_dict(), tmp_path / "actor.pth.tar")
+        load_rlnst_pretrained(RLNSTActor(), RLNSTBuilder(), tmp_path)
+    # The RL-NST builder's weights are not an RLMiniStyler actor.
+    torch.save(RLNSTBuilder().state_dict(), tmp_path / "actor.pth.tar")
     with pytest.raises(ValueError, match="missing keys"):
         load_ministyler_pretrained(MiniStylerActor(), MiniStylerBuilder(), tmp_path)

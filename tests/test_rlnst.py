@@ -17,7 +17,7 @@ from agents import RLNSTPolicy, StyleSAC, stylize, train_sac
 from agents.experiment import build_config
 from agents.models import RELEASED, load_policy
 from agents.networks import denormalize_imagenet, normalize_imagenet
-from agents.networks.pretrained import PRETRAINED_DIR, RLNST_STYLIZER_KEY_MAP, rename_keys
+from agents.networks.pretrained import PRETRAINED_DIR, RLNST_BUILDER_KEY_MAP, rename_keys
 from nst_env.losses import content_style_layers
 
 DATA = Path(__file__).parent / "data"
@@ -84,7 +84,7 @@ def test_logs_the_rlnst_losses(trained: StyleSAC) -> None:
     assert {"train/style_loss", "train/content_loss", "train/tv_loss", "train/critic_loss"} <= set(logged)
 
 
-def test_generative_loss_reaches_actor_and_stylizer(trained: StyleSAC) -> None:
+def test_generative_loss_reaches_actor_and_builder(trained: StyleSAC) -> None:
     policy = trained.policy
     obs, _ = trained.env.envs[0].reset(seed=2)
     images = policy.images(policy.obs_to_tensor(obs)[0])
@@ -101,7 +101,7 @@ def test_init_from_released_weights() -> None:
     released = torch.load(PRETRAINED_DIR / "rlnst" / "fire" / "decoder.ckpt", map_location="cpu", weights_only=True)
     assert n_params(model.policy.builder) == sum(t.numel() for t in released.values())
     ours = model.policy.builder.state_dict()
-    for name, tensor in rename_keys(released, RLNST_STYLIZER_KEY_MAP).items():  # each tensor, by name
+    for name, tensor in rename_keys(released, RLNST_BUILDER_KEY_MAP).items():  # each tensor, by name
         torch.testing.assert_close(ours[name], tensor.float(), rtol=0, atol=0, msg=name)
 
 

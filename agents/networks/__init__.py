@@ -4,7 +4,7 @@
   Generation"): :class:`MiniStylerActor`, :class:`MiniStylerBuilder`, :class:`MiniStylerCritic`,
   :class:`StyleCode`.
 - RL-NST (Feng et al., 2023, "Controlling Neural Style Transfer with Deep Reinforcement Learning"):
-  :class:`RLNSTActor`, :class:`RLNSTStylizer`; for video :class:`RLNSTVideoActor`, :class:`RLNSTVideoStylizer`.
+  :class:`RLNSTActor`, :class:`RLNSTBuilder`; for video :class:`RLNSTVideoActor`, :class:`RLNSTVideoBuilder`.
 - Released weights: :func:`load_ministyler_pretrained`, :func:`load_rlnst_pretrained`.
 
     from agents.networks import MiniStylerActor, MiniStylerBuilder, load_ministyler_pretrained
@@ -45,9 +45,9 @@ from agents.networks.rlnst import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     RLNSTActor,
-    RLNSTStylizer,
+    RLNSTBuilder,
     RLNSTVideoActor,
-    RLNSTVideoStylizer,
+    RLNSTVideoBuilder,
     denormalize_imagenet,
     normalize_imagenet,
 )
@@ -64,9 +64,9 @@ __all__ = [
     "MiniStylerCritic",
     "Modulation",
     "RLNSTActor",
-    "RLNSTStylizer",
+    "RLNSTBuilder",
     "RLNSTVideoActor",
-    "RLNSTVideoStylizer",
+    "RLNSTVideoBuilder",
     "ReflectConv2d",
     "StyleCode",
     "adain",

@@ -79,8 +79,8 @@ RLNST_ACTOR_KEY_MAP: dict[str, str] = {
     "res1.conv2.conv2d": "res.block2.conv",
     "res1.in2": "res.block2.norm",
 }
-#: The authors' module names -> ours, for RL-NST's stylizer (:class:`~agents.networks.RLNSTStylizer`).
-RLNST_STYLIZER_KEY_MAP: dict[str, str] = {
+#: The authors' module names -> ours, for RL-NST's builder (:class:`~agents.networks.RLNSTBuilder`).
+RLNST_BUILDER_KEY_MAP: dict[str, str] = {
     "deconv3.conv2d": "up3.conv",
     "in3_d": "up3.norm",
     "deconv2.conv2d": "up2.conv",
@@ -191,18 +191,18 @@ def _rlnst_folder(name_or_dir: str | os.PathLike) -> Path:
     return folder
 
 
-def load_rlnst_pretrained(actor: nn.Module, stylizer: nn.Module, name_or_dir: str | os.PathLike) -> None:
+def load_rlnst_pretrained(actor: nn.Module, builder: nn.Module, name_or_dir: str | os.PathLike) -> None:
     """Load a released RL-NST single-style model (or a folder of the same layout).
 
     :param actor: an :class:`~agents.networks.RLNSTActor`.
-    :param stylizer: an :class:`~agents.networks.RLNSTStylizer`.
+    :param builder: an :class:`~agents.networks.RLNSTBuilder`.
     :param name_or_dir: one of :data:`RLNST_STYLES`, or a folder holding ``actor.ckpt`` and ``decoder.ckpt``.
     :raises FileNotFoundError: if the model or one of its files does not exist.
     :raises ValueError: if a file is unreadable or does not fit the network.
     """
     folder = _rlnst_folder(name_or_dir)
     load_checkpoint(actor, folder / "actor.ckpt", RLNST_ACTOR_KEY_MAP)
-    load_checkpoint(stylizer, folder / "decoder.ckpt", RLNST_STYLIZER_KEY_MAP)
+    load_checkpoint(builder, folder / "decoder.ckpt", RLNST_BUILDER_KEY_MAP)
 
 
 def rlnst_style_image_path(name: str) -> Path | None:
@@ -225,7 +225,7 @@ __all__ = [
     "RLNST_ACTOR_KEY_MAP",
     "RLNST_DIR",
     "RLNST_STYLES",
-    "RLNST_STYLIZER_KEY_MAP",
+    "RLNST_BUILDER_KEY_MAP",
     "load_checkpoint",
     "load_ministyler_pretrained",
     "load_rlnst_pretrained",

@@ -1,20 +1,20 @@
-"""RL-NST's networks: an actor over a 2D latent and a U-Net stylizer, one model per style.
+"""RL-NST's networks: an actor over a 2D latent and a U-Net builder, one model per style.
 
 Feng et al., "Controlling Neural Style Transfer with Deep Reinforcement Learning", 2023.
 
 - :class:`RLNSTActor` (101,376 parameters): three conv + instance-norm stages and a residual block; the 64
   output channels split into 32 for the mean and 32 for the log-scale, each reduced over channels to a
   1-channel latent ``1 x H/4 x W/4``. Also returns the three encoder stages' features as U-Net skips.
-- :class:`RLNSTStylizer` (77,049 parameters): nearest-neighbour upsampling of the latent concatenated with the
+- :class:`RLNSTBuilder` (77,049 parameters): nearest-neighbour upsampling of the latent concatenated with the
   skips back to an image.
 - Video model: :class:`RLNSTVideoActor` adds a *step-wise* ConvGRU (64 channels, 3x3) whose state is carried
-  over the stylisation steps of one frame; :class:`RLNSTVideoStylizer` adds a *frame-wise* ConvGRU whose state
+  over the stylisation steps of one frame; :class:`RLNSTVideoBuilder` adds a *frame-wise* ConvGRU whose state
   is carried from the same step of the previous frame. Each state is added to the deepest features, and a
   fresh GRU's state is 0 (:class:`~agents.networks.layers.ConvGRUCell`), so an untrained video model computes
   exactly what the image model with the same weights computes.
 
 Conventions (those of the authors' released weights, see :mod:`agents.networks.pretrained`): inputs are
-normalised with the ImageNet mean and std (:func:`normalize_imagenet`) and the stylizer's output is in the
+normalised with the ImageNet mean and std (:func:`normalize_imagenet`) and the builder's output is in the
 same normalised space (feed it back as is; :func:`denormalize_imagenet` to display). Height and width must
 be multiples of 4 (use :func:`~agents.networks.layers.pad_to_multiple`).
 """
@@ -106,8 +106,8 @@ class RLNSTActor(nn.Module):
         return (*self.latent_distribution(features), skips)
 
 
-class RLNSTStylizer(nn.Module):
-    """RL-NST's stylizer (Feng et al., 2023): a U-Net decoder from the latent and the actor's skips.
+class RLNSTBuilder(nn.Module):
+    """RL-NST's builder (Feng et al., 2023): the decoding half of a U-Net, from the latent and the actor's skips.
 
     ``concat(latent, e3)`` -> nearest x2 -> 3x3 conv 65->64, IN, ReLU -> ``concat(., e2)`` -> nearest x2 ->
     3x3 conv 96->32, IN, ReLU -> ``concat(., e1)`` -> 9x9 conv 48->3.
@@ -161,8 +161,8 @@ class RLNSTVideoActor(RLNSTActor):
         return (*self.latent_distribution(features + hidden), skips, hidden)
 
 
-class RLNSTVideoStylizer(RLNSTStylizer):
-    """RL-NST's video stylizer (Feng et al., 2023): :class:`RLNSTStylizer` with a frame-wise ConvGRU.
+class RLNSTVideoBuilder(RLNSTBuilder):
+    """RL-NST's video builder (Feng et al., 2023): :class:`RLNSTBuilder` with a frame-wise ConvGRU.
 
     The GRU (64 channels, 3x3) reads ``concat(latent, e3)``; its state is carried from the same stylisation
     step of the previous frame and added to ``e3`` before decoding. 77,049 + 223,104 parameters.
@@ -192,9 +192,9 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "RLNSTActor",
-    "RLNSTStylizer",
+    "RLNSTBuilder",
     "RLNSTVideoActor",
-    "RLNSTVideoStylizer",
+    "RLNSTVideoBuilder",
     "Skips",
     "denormalize_imagenet",
     "normalize_imagenet",

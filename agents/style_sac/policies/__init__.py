@@ -3,8 +3,10 @@
 An actor-builder policy splits SAC's actor in two (SAEC: stochastic actor-executor-critic):
 
 - the **actor** maps the state (moving image + style image) to a Gaussian over a *spatial latent*;
-- the **builder** (executor / stylizer / decoder) turns a latent sample into the next image, which is the
-  action the environment receives.
+- the **builder** turns a latent sample into the next image, which is the action the environment receives.
+
+"Builder" is our one name for that network: SAEC calls it the *executor*, RL-NST the *stylizer* (its released
+weights: ``decoder.ckpt``).
 
 The replay buffer stores the latent (the agent's real action); the critics judge ``(moving image, latent)``
 (optionally with the style image: ``critic_style=True``). Log-probabilities use one convention throughout:

@@ -161,7 +161,7 @@ class ActorBuilderPolicy(BasePolicy):
 
     @abstractmethod
     def make_builder(self) -> nn.Module:
-        """A fresh builder (stylizer) network."""
+        """A fresh builder network."""
 
     @abstractmethod
     def make_critic(self) -> nn.Module:

@@ -12,7 +12,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from agents.networks import (
     MiniStylerCritic,
     RLNSTActor,
-    RLNSTStylizer,
+    RLNSTBuilder,
     crop_to_size,
     denormalize_imagenet,
     load_rlnst_pretrained,
@@ -36,7 +36,7 @@ RLNST_PREFIX = "rlnst:"
 
 
 class RLNSTPolicy(ActorBuilderPolicy):
-    """RL-NST's single-style policy: 2D latent action ``1 x H/4 x W/4`` and a U-Net stylizer.
+    """RL-NST's single-style policy: 2D latent action ``1 x H/4 x W/4`` and a U-Net builder.
 
     Feng et al., "Controlling Neural Style Transfer with Deep Reinforcement Learning", 2023. One model per
     style: train it on ``gym.make("NST-v0", style=..., observe_content=True, style_loss="gram")``.
@@ -44,14 +44,14 @@ class RLNSTPolicy(ActorBuilderPolicy):
     - Actor (:class:`~agents.networks.RLNSTActor`, 101,376 parameters): a Gaussian whose mean is the channel
       mean of 32 feature maps and whose std is the unbiased std over channels of ``exp(log_scale)`` of the
       other 32, plus ``1e-6`` (the released code's convention).
-    - Builder = stylizer (:class:`~agents.networks.RLNSTStylizer`, 77,049 parameters): the latent and the
-      actor's encoder skips back to an image. Actor + stylizer: 178,425 parameters, as in the paper.
+    - Builder (:class:`~agents.networks.RLNSTBuilder`, 77,049 parameters): the latent and the
+      actor's encoder skips back to an image. Actor + builder: 178,425 parameters, as in the paper.
     - Critics: RL-NST's is 95M parameters; ours reuse RLMiniStyler's critic architecture
       (:class:`~agents.networks.MiniStylerCritic`) with a 1-channel latent input: 93,344 parameters each,
       ending in a plain 1x1 convolution (no ReLU, so Q can be negative like the rewards).
 
     The networks work on ImageNet-normalised images (the released weights' convention); the env speaks RGB
-    in ``[0, 1]``, so the policy normalises its inputs and denormalises the stylizer's output: every method
+    in ``[0, 1]``, so the policy normalises its inputs and denormalises the builder's output: every method
     takes and returns ``[0, 1]`` images. Fed back through the env, the next moving image is clamped to
     ``[0, 1]`` and quantised to uint8 (the released inference fed the unclamped normalised output back).
 
@@ -62,7 +62,7 @@ class RLNSTPolicy(ActorBuilderPolicy):
 
     :param observation_space: ``Dict(moving=..., style=..., content=...)`` channel-first uint8 images.
     :param action_space: the env's action space, ``Box(0, 1, (3, H, W), float32)``: the built image.
-    :param lr_schedule: learning-rate schedule of the critics and the stylizer.
+    :param lr_schedule: learning-rate schedule of the critics and the builder.
     :param style_weight: weight of the Gram style loss (paper: 1e5).
     :param content_weight: weight of the relu2_2 content loss (paper: 1).
     :param tv_weight: weight of the total-variation loss (paper: 1e-7).
@@ -109,8 +109,8 @@ class RLNSTPolicy(ActorBuilderPolicy):
     def make_actor(self) -> RLNSTActor:
         return RLNSTActor()
 
-    def make_builder(self) -> RLNSTStylizer:
-        return RLNSTStylizer()
+    def make_builder(self) -> RLNSTBuilder:
+        return RLNSTBuilder()
 
     def make_critic(self) -> MiniStylerCritic:
         return MiniStylerCritic(latent_channels=self.latent_channels, observe_style=self.critic_style)
@@ -136,7 +136,7 @@ class RLNSTPolicy(ActorBuilderPolicy):
         return LatentSample(latent, log_prob, skips, size)
 
     def build(self, sample: LatentSample) -> torch.Tensor:
-        """The stylizer's image for a latent, RGB nominally in ``[0, 1]`` (unclamped), at the input size.
+        """The builder's image for a latent, RGB nominally in ``[0, 1]`` (unclamped), at the input size.
 
         :param sample: the output of :meth:`sample` (its context is the actor's encoder skips).
         """

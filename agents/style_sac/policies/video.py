@@ -1,5 +1,5 @@
 """RL-NST's video policy (Feng et al., 2023) and its recurrent state: the step-wise and frame-wise ConvGRUs' states
-between calls (:class:`VideoHiddenStates`) and what the stylizer needs besides the latent (:class:`VideoContext`)."""
+between calls (:class:`VideoHiddenStates`) and what the builder needs besides the latent (:class:`VideoContext`)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 
 from agents.networks import (
     RLNSTActor,
-    RLNSTStylizer,
+    RLNSTBuilder,
     RLNSTVideoActor,
-    RLNSTVideoStylizer,
+    RLNSTVideoBuilder,
     crop_to_size,
     denormalize_imagenet,
     load_rlnst_pretrained,
@@ -29,7 +29,7 @@ from nst_env.vgg import VGG19Features
 
 
 class VideoContext(NamedTuple):
-    """What :class:`RLNSTVideoPolicy`'s stylizer needs besides the latent, and the actor's new state."""
+    """What :class:`RLNSTVideoPolicy`'s builder needs besides the latent, and the actor's new state."""
 
     skips: Skips  #: the actor's encoder skips ``(e1, e2, e3)``
     step_hidden: torch.Tensor  #: the actor's step-wise ConvGRU state after this step
@@ -42,7 +42,7 @@ class VideoHiddenStates:
 
     - the actor's **step-wise** state is carried over the steps of one frame and is zero at a frame's first
       step (``step == 0``);
-    - the stylizer's **frame-wise** state of step ``k`` is carried from step ``k`` of the previous frame and
+    - the builder's **frame-wise** state of step ``k`` is carried from step ``k`` of the previous frame and
       is zero in a video's first frame (``frame == 0``), or always with ``carry_frames=False`` (the ablation
       "without the frame-wise GRU").
 
@@ -77,7 +77,7 @@ class VideoHiddenStates:
         return self.step_hidden * carried.to(self.step_hidden.dtype)
 
     def frame_input(self, frame: torch.Tensor, step: torch.Tensor) -> torch.Tensor | None:
-        """The stylizer's input state: step ``k``'s from the previous frame, zero where ``frame == 0``.
+        """The builder's input state: step ``k``'s from the previous frame, zero where ``frame == 0``.
 
         :param frame: ``N`` frame indices within the videos.
         :param step: ``N`` step indices within the current frames.
@@ -99,7 +99,7 @@ class VideoHiddenStates:
 
         :param step: ``N`` step indices the states belong to.
         :param step_hidden: the actor's new step-wise states, ``N x C x h x w``.
-        :param frame_hidden: the stylizer's new frame-wise states, ``N x C x h x w``.
+        :param frame_hidden: the builder's new frame-wise states, ``N x C x h x w``.
         """
         self.step_hidden = step_hidden.detach()
         step = step.view(-1).long()
@@ -110,12 +110,12 @@ class VideoHiddenStates:
 
 
 class RLNSTVideoPolicy(RLNSTPolicy):
-    """RL-NST's video policy (Feng et al., 2023): :class:`RLNSTPolicy` with recurrent actor and stylizer.
+    """RL-NST's video policy (Feng et al., 2023): :class:`RLNSTPolicy` with recurrent actor and builder.
 
     For ``NSTVideo-v0`` (:class:`nst_env.video.NSTVideoEnv`), whose observation carries ``frame`` and ``step``.
 
     - Actor :class:`~agents.networks.RLNSTVideoActor`: a step-wise ConvGRU (64 channels, 3x3) whose state
-      is carried over the steps of one frame; stylizer :class:`~agents.networks.RLNSTVideoStylizer`: a
+      is carried over the steps of one frame; builder :class:`~agents.networks.RLNSTVideoBuilder`: a
       frame-wise ConvGRU whose state is carried from the same step of the previous frame
       (:class:`VideoHiddenStates`). 622,905 parameters (178,425 + 444,480 for the two GRUs).
     - Generative objective: RL-NST's image losses (:meth:`RLNSTPolicy.image_losses`) plus ``temporal_weight``
@@ -134,7 +134,7 @@ class RLNSTVideoPolicy(RLNSTPolicy):
 
     :param observation_space: ``Dict(moving, style, content, frame, step)`` of ``NSTVideo-v0``.
     :param action_space: the env's action space, ``Box(0, 1, (3, H, W), float32)``: the built image.
-    :param lr_schedule: learning-rate schedule of the critics and the stylizer.
+    :param lr_schedule: learning-rate schedule of the critics and the builder.
     :param temporal_weight: weight of the compound temporal loss (paper: 1e2).
     :param unroll_steps: stylisation steps per frame of the training pseudo-video.
     :param kwargs: the other arguments of :class:`RLNSTPolicy` (loss weights) and :class:`ActorBuilderPolicy`.
@@ -175,18 +175,18 @@ class RLNSTVideoPolicy(RLNSTPolicy):
     def make_actor(self) -> RLNSTVideoActor:
         return RLNSTVideoActor()
 
-    def make_builder(self) -> RLNSTVideoStylizer:
-        return RLNSTVideoStylizer()
+    def make_builder(self) -> RLNSTVideoBuilder:
+        return RLNSTVideoBuilder()
 
     def load_released(self, name: str) -> None:
-        """Start from a released RL-NST *image* model: its weights fill actor and stylizer; the ConvGRUs keep
+        """Start from a released RL-NST *image* model: its weights fill actor and builder; the ConvGRUs keep
         their initialisation (a fresh GRU's state is 0, so the model starts as the image model).
 
         :param name: see :meth:`RLNSTPolicy.load_released`.
         """
-        actor, stylizer = RLNSTActor(), RLNSTStylizer()
-        load_rlnst_pretrained(actor, stylizer, name.removeprefix(RLNST_PREFIX))
-        for video_network, image_network in ((self.actor, actor), (self.builder, stylizer)):
+        actor, builder = RLNSTActor(), RLNSTBuilder()
+        load_rlnst_pretrained(actor, builder, name.removeprefix(RLNST_PREFIX))
+        for video_network, image_network in ((self.actor, actor), (self.builder, builder)):
             video_network.load_state_dict(image_network.state_dict(), strict=False)
 
     # ----------------------------------------------------------------- acting
@@ -208,7 +208,7 @@ class RLNSTVideoPolicy(RLNSTPolicy):
     def step_build(
         self, sample: LatentSample, frame_hidden: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step's image, given the stylizer's frame-wise state.
+        """One step's image, given the builder's frame-wise state.
 
         :param sample: the output of :meth:`step_sample`.
         :param frame_hidden: the state from the same step of the previous frame (``None``: first frame).
