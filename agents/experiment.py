@@ -43,11 +43,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 from agents.checkpoints import ResumableCheckpoint, latest_checkpoint, load_checkpoint, save_model
 from agents.cli import atomic_path, remove_partial_files
 from agents.inference import sequence_grid, stylize_sequence
-from agents.networks.pretrained import rlnst_style_image_path
+from agents.networks.pretrained import RLNST_PREFIX, rlnst_style_image_path
 from agents.style_sac import StyleSAC
-from agents.style_sac.policies import RLNST_PREFIX
-from nst_env.images import load_image
-from nst_env.style_transfer import resolve_sample
+from nst_env.images import load_image, resolve_sample
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 HYPERPARAMS_FILE = HYPERPARAMS_DIR / "style_sac.yml"

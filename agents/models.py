@@ -14,10 +14,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.networks.pretrained import RLNST_STYLES, rlnst_style_image_path
+from agents.networks.pretrained import RLNST_PREFIX, RLNST_STYLES, rlnst_style_image_path
 from agents.style_sac import ActorBuilderPolicy, MiniStylerPolicy, RLNSTPolicy, StyleSAC
-from agents.style_sac.policies import RLNST_PREFIX
-from nst_env.style_transfer import resolve_device
+from nst_env.utils import resolve_device
 
 #: Names of the released models shipped with the package.
 RELEASED = ("rlministyler", *(RLNST_PREFIX + style for style in RLNST_STYLES))

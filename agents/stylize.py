@@ -42,8 +42,8 @@ from agents.inference import (
 )
 from agents.models import load_policy, released_style_image
 from agents.style_sac import ActorBuilderPolicy
-from nst_env.images import ImageReadError, load_image, resize, scan_folder
-from nst_env.style_transfer import resolve_device, resolve_sample
+from nst_env.images import ImageReadError, load_image, resize, resolve_sample, scan_folder
+from nst_env.utils import resolve_device
 from nst_env.video import (
     FOURCC,
     VideoProperties,

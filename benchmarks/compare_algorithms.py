@@ -46,7 +46,7 @@ from benchmarks.common import (
     settings_of,
     unchanged_photo,
 )
-from nst_env.style_transfer import resolve_sample
+from nst_env.images import resolve_sample
 
 #: Fraction of the free memory a run's buffers may be expected to take before the run is skipped.
 MEMORY_FRACTION = 0.8

@@ -46,7 +46,7 @@ from nst_env.images import (
     resize,
     scan_folder,
 )
-from nst_env.style_transfer import resolve_device
+from nst_env.utils import resolve_device
 
 CONTENT_PHOTO = "content photo"
 PEER = StyleTransferLite.name

@@ -49,8 +49,7 @@ from benchmarks.common import (
     time_calls,
 )
 from benchmarks.peers import StyleTransferLite, onnx_runtime_device
-from nst_env.images import load_image, resize
-from nst_env.style_transfer import resolve_sample
+from nst_env.images import load_image, resize, resolve_sample
 
 TORCH = "ours (PyTorch)"
 ONNX = "ours (ONNX Runtime)"

@@ -54,7 +54,7 @@ from benchmarks.common import (
     time_calls,
 )
 from nst_env.losses import STYLE_LAYERS
-from nst_env.style_transfer import resolve_device
+from nst_env.utils import resolve_device
 
 #: The top-level phases of an env step of an off-policy algorithm, and what their own (exclusive) time is.
 PHASES = {"collect": "other (SB3 rollout loop, buffer add)", "update": "other (loss algebra, Polyak, logging)"}

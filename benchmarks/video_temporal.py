@@ -49,7 +49,7 @@ from agents.style_sac.policies import VideoHiddenStates
 from agents.temporal import FLOW_METHODS, input_flows, warping_error_maps
 from benchmarks.common import benchmark_parser, save_figure
 from nst_env.images import load_image, resize
-from nst_env.style_transfer import resolve_device
+from nst_env.utils import resolve_device
 from nst_env.video import DEFAULT_VIDEO, read_video
 
 RESULTS = Path(__file__).parent / "results"

@@ -24,7 +24,8 @@ from nst_env.losses import (
     style_statistics,
     total_variation,
 )
-from nst_env.style_transfer import NSTEnv, resolve_device
+from nst_env.style_transfer import NSTEnv
+from nst_env.utils import resolve_device
 from nst_env.vgg import VGG19Features, load_vgg19_weights
 
 # The episode length is Gymnasium's TimeLimit (so `gym.make(..., max_episode_steps=N)` works); the env's

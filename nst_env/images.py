@@ -104,6 +104,21 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.array(Image.fromarray(image).resize((width, height), method))
 
 
+def resolve_sample(image: ImageLike) -> ImageLike:
+    """Map the name of a built-in image (e.g. ``"starry_night"``, ``"chelsea"``) to its path; pass others on."""
+    if isinstance(image, str) and not Path(image).exists():
+        for folder in (SAMPLE_STYLE_DIR, SAMPLE_CONTENT_DIR):
+            for path in folder.iterdir():
+                if path.stem == image and path.suffix.lower() in IMAGE_SUFFIXES:
+                    return str(path)
+    return image
+
+
+def to_chw(image: np.ndarray) -> np.ndarray:
+    """``H x W x 3`` uint8 -> ``3 x H x W`` uint8."""
+    return np.ascontiguousarray(image.transpose(2, 0, 1))
+
+
 def scan_folder(folder: str | os.PathLike) -> list[Path]:
     """All image files below ``folder`` (recursively, sorted), keeping only those whose header decodes.
 

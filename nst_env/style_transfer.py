@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -13,13 +12,14 @@ import torch
 from gymnasium import spaces
 
 from nst_env.images import (
-    IMAGE_SUFFIXES,
     SAMPLE_CONTENT_DIR,
     SAMPLE_STYLE_DIR,
     ImageLike,
     ImagePool,
     load_image,
     resize,
+    resolve_sample,
+    to_chw,
 )
 from nst_env.losses import (
     CONTENT_LAYER,
@@ -30,44 +30,8 @@ from nst_env.losses import (
     style_loss,
     style_statistics,
 )
+from nst_env.utils import fork_safe_torch_threads, resolve_device
 from nst_env.vgg import VGG19Features
-
-#: The process that imported this module; ``NSTEnv`` compares it with ``os.getpid()`` to notice a forked child.
-_IMPORT_PID = os.getpid()
-
-
-def _fork_safe_torch_threads() -> None:
-    """Use one torch CPU thread in a process forked after this module was imported.
-
-    torch's CPU pool is GNU OpenMP on Linux, which is not fork-safe: a child forked after the parent ran a
-    parallel region hangs in its first one (pytorch/pytorch#17199). ``gym.make_vec(..., "async")`` forks by
-    default, and its workers then hung while building VGG-19. One thread per worker is also the sensible
-    setting for several env processes.
-    """
-    if os.getpid() != _IMPORT_PID and torch.backends.openmp.is_available() and torch.get_num_threads() > 1:
-        torch.set_num_threads(1)
-
-
-def resolve_device(device: torch.device | str) -> torch.device:
-    """``"auto"`` picks CUDA when available, else the CPU; anything else is passed to :class:`torch.device`."""
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_sample(image: ImageLike) -> ImageLike:
-    """Map the name of a built-in image (e.g. ``"starry_night"``, ``"chelsea"``) to its path; pass others on."""
-    if isinstance(image, str) and not Path(image).exists():
-        for folder in (SAMPLE_STYLE_DIR, SAMPLE_CONTENT_DIR):
-            for path in folder.iterdir():
-                if path.stem == image and path.suffix.lower() in IMAGE_SUFFIXES:
-                    return str(path)
-    return image
-
-
-def to_chw(image: np.ndarray) -> np.ndarray:
-    """``H x W x 3`` uint8 -> ``3 x H x W`` uint8."""
-    return np.ascontiguousarray(image.transpose(2, 0, 1))
 
 
 class NSTEnv(gym.Env):
@@ -129,6 +93,24 @@ class NSTEnv(gym.Env):
     | ``vgg_weights`` | ``None`` | explicit VGG-19 weights path (see :mod:`nst_env.vgg`) |
     | ``render_mode`` | ``None`` | ``"rgb_array"``: content, style and moving image side by side |
     | ``info_features`` | ``False`` | add the VGG-19 features above to ``info`` (``"meanstd"`` only) |
+
+    ## Example
+    An episode's first step, with the photo itself as the action (tests/test_env.py runs this example)::
+
+        >>> import gymnasium as gym
+        >>> import nst_env
+        >>> env = gym.make("NST-v0", image_size=32, device="cpu")
+        >>> obs, info = env.reset(seed=0)
+        >>> {key: image.shape for key, image in obs.items()}, info
+        ({'moving': (3, 32, 32), 'style': (3, 32, 32)}, {'step': 0})
+        >>> obs, reward, terminated, truncated, info = env.step(obs["moving"] / 255.0)
+        >>> sorted(info), info["step"], bool(reward < 0), terminated, truncated
+        (['content_loss', 'step', 'style_loss'], 1, True, False, False)
+
+    ## Version History
+    * v0: the first version (rl-nst 0.1.0): style losses ``"meanstd"`` (RLMiniStyler) and ``"gram"`` (RL-NST),
+      the content photo in the observation on request (``observe_content``), the VGG-19 features in ``info`` on
+      request (``info_features``).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
@@ -167,7 +149,7 @@ class NSTEnv(gym.Env):
         self.render_mode = render_mode
         self.info_features = info_features
         self.device = resolve_device(device)
-        _fork_safe_torch_threads()
+        fork_safe_torch_threads()
 
         decode_side = 4 * self.image_size
         self.content_pool = ImagePool(content_dir or SAMPLE_CONTENT_DIR, max_side=decode_side)

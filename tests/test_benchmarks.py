@@ -19,8 +19,7 @@ from agents.models import load_policy
 from agents.style_sac import StyleSAC
 from benchmarks import ablation, compare_algorithms, quality, speed, train_throughput
 from benchmarks.metrics import QualityMetrics, ssim
-from nst_env.images import load_image, resize
-from nst_env.style_transfer import resolve_sample
+from nst_env.images import load_image, resize, resolve_sample
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import importlib.util
 import json
 import multiprocessing
@@ -27,6 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def env() -> NSTEnv:
     return NSTEnv(image_size=SIZE, device="cpu")
+
+
+def test_the_docstring_example_runs() -> None:
+    runner = doctest.DocTestRunner()
+    for example in doctest.DocTestFinder(recurse=False).find(NSTEnv, "NSTEnv", globs={}):
+        runner.run(example)
+    assert runner.tries > 0 and runner.failures == 0
 
 
 def as_action(image: np.ndarray) -> np.ndarray:

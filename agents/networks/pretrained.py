@@ -28,6 +28,8 @@ MINISTYLER_DIR = PRETRAINED_DIR / "rlministyler"
 RLNST_DIR = PRETRAINED_DIR / "rlnst"
 #: Styles of the released RL-NST models (no style image was published for ``fire``).
 RLNST_STYLES: tuple[str, ...] = ("blue_swirls", "fire", "maxresdefault")
+#: Prefix of the released RL-NST models' names (``"rlnst:blue_swirls"``).
+RLNST_PREFIX = "rlnst:"
 
 #: The authors' module names -> ours, for RLMiniStyler's actor (:class:`~agents.networks.MiniStylerActor`).
 MINISTYLER_ACTOR_KEY_MAP: dict[str, str] = {
@@ -224,6 +226,7 @@ __all__ = [
     "PRETRAINED_DIR",
     "RLNST_ACTOR_KEY_MAP",
     "RLNST_DIR",
+    "RLNST_PREFIX",
     "RLNST_STYLES",
     "RLNST_BUILDER_KEY_MAP",
     "load_checkpoint",

@@ -41,13 +41,12 @@ from agents.style_sac.policies.ministyler import (
     MiniStylerPolicy,
     style_contrastive_loss,
 )
-from agents.style_sac.policies.rlnst import RLNST_PREFIX, RLNSTPolicy
+from agents.style_sac.policies.rlnst import RLNSTPolicy
 from agents.style_sac.policies.video import RLNSTVideoPolicy, VideoContext, VideoHiddenStates
 
 __all__ = [
     "MINISTYLER_CONTENT_LAYER",
     "MINISTYLER_STYLE_LAYERS",
-    "RLNST_PREFIX",
     "ActorBuilderPolicy",
     "LatentSample",
     "MiniStylerPolicy",

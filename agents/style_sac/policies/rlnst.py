@@ -19,6 +19,7 @@ from agents.networks import (
     normalize_imagenet,
     pad_to_multiple,
 )
+from agents.networks.pretrained import RLNST_PREFIX
 from agents.style_sac.policies.base import ActorBuilderPolicy, LatentSample, ReferenceFeatures, gaussian_sample
 from nst_env.losses import (
     CONTENT_LAYER,
@@ -30,9 +31,6 @@ from nst_env.losses import (
     total_variation,
 )
 from nst_env.vgg import VGG19Features
-
-#: Prefix of the released RL-NST models' names (``"rlnst:blue_swirls"``).
-RLNST_PREFIX = "rlnst:"
 
 
 class RLNSTPolicy(ActorBuilderPolicy):

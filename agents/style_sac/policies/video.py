@@ -21,9 +21,10 @@ from agents.networks import (
     normalize_imagenet,
     pad_to_multiple,
 )
+from agents.networks.pretrained import RLNST_PREFIX
 from agents.networks.rlnst import Skips
 from agents.style_sac.policies.base import LatentSample, ReferenceFeatures, gaussian_sample
-from agents.style_sac.policies.rlnst import RLNST_PREFIX, RLNSTPolicy
+from agents.style_sac.policies.rlnst import RLNSTPolicy
 from agents.temporal import compound_perturbation, compound_temporal_loss
 from nst_env.vgg import VGG19Features
 
