@@ -26,13 +26,13 @@ from torch import nn
 from torch.distributions import Normal
 
 from agents.networks.layers import (
+    LOG_SCALE_MAX,
+    LOG_SCALE_MIN,
     GroupedDownBlock,
     Modulation,
     ModulationHead,
     ReflectConv2d,
     ResidualBlock,
-    LOG_SCALE_MAX,
-    LOG_SCALE_MIN,
     adain,
     channel_mean_std,
     squash_log_scale,
