@@ -1,7 +1,8 @@
 """The experiment behind ``python -m agents.train_sac`` and ``python -m agents.train`` (RL Baselines3 Zoo keeps
 its ``exp_manager.py`` apart from ``train.py`` the same way): the run configuration (hyper-parameter file,
 ``--hyperparams``, flags), the envs, the run folder, the model, fitting with logs, checkpoints, evaluation and
-a wall-clock budget, and the stylisation sequence picture. Checkpoint files and resuming: :mod:`agents.checkpoints`.
+a wall-clock budget. Checkpoint files and resuming: :mod:`agents.checkpoints`; the stylisation sequence picture of a
+finished run: :func:`agents.inference.save_sequence_picture`.
 
 - :func:`build_config`, :func:`algorithm_kwargs`: a configuration and the algorithm's constructor arguments in it;
 - :func:`prepare_run`: a new run folder (or the one ``--resume`` continues), :func:`make_env`, :func:`make_model`;
@@ -42,15 +43,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from agents.checkpoints import ResumableCheckpoint, latest_checkpoint, load_checkpoint, save_model
 from agents.cli import atomic_path, remove_partial_files
-from agents.inference import sequence_grid, stylize_sequence
+from agents.inference import save_sequence_picture
 from agents.networks.pretrained import RLNST_PREFIX, rlnst_style_image_path
 from agents.style_sac import StyleSAC
-from nst_env.images import load_image, resolve_sample
 
 HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 HYPERPARAMS_FILE = HYPERPARAMS_DIR / "style_sac.yml"
-#: Fixed (content, style) pairs of the built-in samples used for the sequence picture.
-EVAL_PAIRS = (("chelsea", "starry_night"), ("astronaut", "the_scream"), ("building", "great_wave"))
 #: Keys of a run configuration that are not algorithm constructor arguments (``noise_*``: RL Zoo's action noise
 #: of TD3-like algorithms, see :mod:`agents.train`).
 RUN_KEYS = ("policy", "n_timesteps", "env_kwargs", "n_envs", "algo", "noise_type", "noise_std")
@@ -409,28 +407,6 @@ def fit(model: BaseAlgorithm, config: dict[str, Any], run_dir: Path, args: argpa
     finally:
         model.get_env().close()  # type: ignore[union-attr]
     return True
-
-
-def save_sequence_picture(
-    model: StyleSAC, path: Path, steps: int = 10, side: int = 256, style: str | None = None
-) -> Path:
-    """The 1..``steps`` sequence of the fixed evaluation pairs as one labelled grid PNG.
-
-    :param model: the trained model.
-    :param path: the PNG to write.
-    :param steps: stylisation steps (columns after content and style).
-    :param side: longest side of the images processed.
-    :param style: the style the model was trained on, when pinned (single-style training): it replaces the
-        evaluation pairs' styles.
-    """
-    rows = []
-    for content, pair_style in EVAL_PAIRS:
-        c = load_image(resolve_sample(content), max_side=side)
-        s = load_image(resolve_sample(style or pair_style), max_side=side)
-        rows.append((c, s, stylize_sequence(model.policy, c, s, steps)))
-    with atomic_path(path) as partial:
-        sequence_grid(rows).save(partial)
-    return path
 
 
 def run_style_sac(args: argparse.Namespace) -> int:

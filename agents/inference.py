@@ -21,12 +21,15 @@ from PIL import Image, ImageDraw
 
 from agents.cli import atomic_path
 from agents.networks import StyleCode, pad_to_multiple
+from agents.style_sac import StyleSAC
 from agents.style_sac.policies import ActorBuilderPolicy, MiniStylerPolicy
-from nst_env.images import resize
+from nst_env.images import load_image, resize, resolve_sample
 
 #: Smallest image side the networks take: their 9x9 reflection-padded input and output convolutions need more
 #: than 4 px. Smaller images (and sides: 3 x 700) are stretched to it for processing and resized back.
 MIN_SIDE = 5
+#: Fixed (content, style) pairs of the built-in samples used for the sequence picture.
+EVAL_PAIRS = (("chelsea", "starry_night"), ("astronaut", "the_scream"), ("building", "great_wave"))
 
 
 def image_to_tensor(image: np.ndarray, device: torch.device | str) -> torch.Tensor:
@@ -205,3 +208,25 @@ def save_sequence(outputs: Sequence[np.ndarray], out_dir: Path, stem: str, gif_m
     with atomic_path(paths[-1]) as partial:
         frames[0].save(partial, save_all=True, append_images=frames[1:], duration=gif_ms, loop=0)
     return paths
+
+
+def save_sequence_picture(
+    model: StyleSAC, path: Path, steps: int = 10, side: int = 256, style: str | None = None
+) -> Path:
+    """The 1..``steps`` sequence of the fixed evaluation pairs as one labelled grid PNG.
+
+    :param model: the trained model.
+    :param path: the PNG to write.
+    :param steps: stylisation steps (columns after content and style).
+    :param side: longest side of the images processed.
+    :param style: the style the model was trained on, when pinned (single-style training): it replaces the
+        evaluation pairs' styles.
+    """
+    rows = []
+    for content, pair_style in EVAL_PAIRS:
+        c = load_image(resolve_sample(content), max_side=side)
+        s = load_image(resolve_sample(style or pair_style), max_side=side)
+        rows.append((c, s, stylize_sequence(model.policy, c, s, steps)))
+    with atomic_path(path) as partial:
+        sequence_grid(rows).save(partial)
+    return path

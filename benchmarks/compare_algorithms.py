@@ -11,7 +11,7 @@ budget and image size is there already (then it is read). ``--name`` sets the ou
 or rollout buffer would not fit the free memory, or that runs out of memory, is reported as such in the table.
 
 Then: learning curves (episode return from the runs' Monitor files, mean +- std over seeds) and a
-deterministic evaluation of every final model on the fixed evaluation pairs of :mod:`agents.experiment`
+deterministic evaluation of every final model on the fixed evaluation pairs of :mod:`agents.inference`
 (one 10-step episode per pair): the env's style and content losses after the last step, mean +- std over
 seeds (each seed's value is the mean over pairs). Two references that are not trained here: the content photo
 left as is (``no-op``) and the authors' released RLMiniStyler. Writes ``compare_algorithms.{md,csv,json}`` and
@@ -32,7 +32,8 @@ import yaml
 
 from agents import train
 from agents.cli import cli_main, int_range
-from agents.experiment import ALGOS, EVAL_PAIRS, HYPERPARAMS_DIR, algorithm_class
+from agents.experiment import ALGOS, HYPERPARAMS_DIR, algorithm_class
+from agents.inference import EVAL_PAIRS
 from benchmarks.common import (
     Controller,
     Report,

@@ -13,8 +13,9 @@ from conftest import FAST, make_env
 from agents import StyleSAC
 from agents.experiment import build_config
 from agents.export_onnx import export_step
+from agents.style_sac.objectives import soft_bellman_target, temperature_loss
 from agents.style_sac.policies import style_contrastive_loss, uncertainty_weighted_sum
-from agents.style_sac.style_sac import DEFAULT_TARGET_ENTROPY, soft_bellman_target, temperature_loss
+from agents.style_sac.style_sac import DEFAULT_TARGET_ENTROPY
 from agents.train_sac import parse_args
 
 

@@ -127,3 +127,14 @@ class FeatureReplayBuffer(DictReplayBuffer):
         if self.has_features[batch_inds, env_indices].all():
             features = {key: self.to_torch(array[batch_inds, env_indices]) for key, array in self.features.items()}
         return FeatureReplayBufferSamples(**samples._asdict(), features=features)
+
+
+def replay_memory_bytes(
+    observation_space: spaces.Dict, latent_space: spaces.Box, buffer_size: int, n_envs: int, feature_bytes: int = 0
+) -> int:
+    """Bytes that SB3's ``DictReplayBuffer`` allocates (observations twice, latents, rewards and flags), plus
+    ``feature_bytes`` per transition (see :class:`FeatureReplayBuffer`)."""
+    obs = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in observation_space.spaces.values())
+    latent = int(np.prod(latent_space.shape)) * latent_space.dtype.itemsize
+    per_transition = 2 * obs + latent + 3 * 4 + feature_bytes
+    return per_transition * buffer_size * n_envs

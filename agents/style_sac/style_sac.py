@@ -43,7 +43,8 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import polyak_update
 
-from agents.style_sac.buffers import FeatureReplayBuffer
+from agents.style_sac.buffers import FeatureReplayBuffer, replay_memory_bytes
+from agents.style_sac.objectives import soft_bellman_target, temperature_loss
 from agents.style_sac.policies import (
     ActorBuilderPolicy,
     MiniStylerPolicy,
@@ -59,52 +60,6 @@ SelfStyleSAC = TypeVar("SelfStyleSAC", bound="StyleSAC")
 #: (noise std about 0.0035, a fifth of its latent's spatial spread per channel of about 0.016). SAC's ``-1``
 #: per element (noise std about 0.09) drowns the latent's signal once AdaIN normalises each channel.
 DEFAULT_TARGET_ENTROPY = -4.25
-
-
-def soft_bellman_target(
-    rewards: torch.Tensor,
-    dones: torch.Tensor,
-    next_q: torch.Tensor,
-    next_log_prob: torch.Tensor,
-    alpha: torch.Tensor | float,
-    gamma: float,
-) -> torch.Tensor:
-    """SAC's soft Bellman target ``r + gamma * (1 - done) * (min_j Q'_j(s', a') - alpha * log pi(a'|s'))``.
-
-    ``done`` is 1 only where the episode *terminated*: SB3's replay buffers store 0 for a time-limit
-    truncation (``handle_timeout_termination``), so a truncated episode still bootstraps. ``NST-v0`` never
-    terminates.
-
-    :param rewards: ``N`` rewards.
-    :param dones: ``N`` termination flags (0 or 1).
-    :param next_q: ``N`` values of the minimum over the target critics at ``(s', a')``.
-    :param next_log_prob: ``N`` log-probabilities of ``a' ~ pi(.|s')`` (means per latent element).
-    :param alpha: the temperature.
-    :param gamma: the discount factor.
-    """
-    return rewards + (1.0 - dones) * gamma * (next_q - alpha * next_log_prob)
-
-
-def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """SAC's temperature objective ``-log_alpha * (log pi(a|s) + target_entropy)``, averaged over the batch:
-    its gradient raises ``alpha`` while the entropy ``-log pi`` is below the target and lowers it above.
-
-    :param log_alpha: the learned log-temperature (a 1-element tensor).
-    :param log_prob: ``N`` log-probabilities of fresh samples (means per latent element; not differentiated).
-    :param target_entropy: the target entropy per latent element.
-    """
-    return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
-
-
-def replay_memory_bytes(
-    observation_space: spaces.Dict, latent_space: spaces.Box, buffer_size: int, n_envs: int, feature_bytes: int = 0
-) -> int:
-    """Bytes that SB3's ``DictReplayBuffer`` allocates (observations twice, latents, rewards and flags), plus
-    ``feature_bytes`` per transition (see :class:`FeatureReplayBuffer`)."""
-    obs = sum(int(np.prod(s.shape)) * s.dtype.itemsize for s in observation_space.spaces.values())
-    latent = int(np.prod(latent_space.shape)) * latent_space.dtype.itemsize
-    per_transition = 2 * obs + latent + 3 * 4 + feature_bytes
-    return per_transition * buffer_size * n_envs
 
 
 class StyleSAC(OffPolicyAlgorithm):
