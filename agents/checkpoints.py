@@ -78,8 +78,9 @@ class ResumableCheckpoint(CheckpointCallback):
     def prune_buffers(self) -> None:
         """Delete the replay buffers of all but the newest :attr:`keep_buffers` checkpoints (and orphans)."""
         folder = Path(self.save_path)
-        steps = sorted((int(m.group(1)) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.fullmatch(p.name))),
-                       reverse=True)
+        steps = sorted(
+            (int(m.group(1)) for p in folder.iterdir() if (m := CHECKPOINT_PATTERN.fullmatch(p.name))), reverse=True
+        )
         keep = set(steps[: self.keep_buffers])
         for buffer in folder.iterdir():
             if (m := BUFFER_PATTERN.fullmatch(buffer.name)) and int(m.group(1)) not in keep:
@@ -128,15 +129,23 @@ def latest_checkpoint(path: Path) -> Path:
     if not path.is_dir():
         raise SystemExit(f"--resume {path}: no such run folder or checkpoint zip.")
     folder = path / "checkpoints"
-    found = sorted(((int(m.group(1)), p) for p in (folder.iterdir() if folder.is_dir() else [])
-                    if (m := CHECKPOINT_PATTERN.fullmatch(p.name))), reverse=True)
+    found = sorted(
+        (
+            (int(m.group(1)), p)
+            for p in (folder.iterdir() if folder.is_dir() else [])
+            if (m := CHECKPOINT_PATTERN.fullmatch(p.name))
+        ),
+        reverse=True,
+    )
     for _, checkpoint in found:
         problem = checkpoint_problem(checkpoint)
         if problem is None:
             return checkpoint
         print(f"warning: skipping {checkpoint}: it is {problem}.", file=sys.stderr)
     reason = "none of them is complete" if found else "there is none"
-    raise SystemExit(f"--resume {path}: expected a run folder with checkpoints/rl_model_<steps>_steps.zip, but {reason}.")
+    raise SystemExit(
+        f"--resume {path}: expected a run folder with checkpoints/rl_model_<steps>_steps.zip, but {reason}."
+    )
 
 
 def load_checkpoint(algo_class: type[BaseAlgorithm], checkpoint: Path, env: VecEnv, device: str) -> BaseAlgorithm:
@@ -150,8 +159,10 @@ def load_checkpoint(algo_class: type[BaseAlgorithm], checkpoint: Path, env: VecE
     try:
         model = algo_class.load(checkpoint, env=env, device=device)
     except Exception as exc:  # SB3 raises many kinds for a zip of another algorithm, policy or env
-        raise SystemExit(f"--resume: cannot load {checkpoint} as a {algo_class.__name__} model for this run "
-                         f"({type(exc).__name__}: {exc}).") from exc
+        raise SystemExit(
+            f"--resume: cannot load {checkpoint} as a {algo_class.__name__} model for this run "
+            f"({type(exc).__name__}: {exc})."
+        ) from exc
     print(f"Resuming {checkpoint.parent.parent} from {checkpoint.name} at step {model.num_timesteps}.")
     if isinstance(model, OffPolicyAlgorithm):
         load_buffer(model, checkpoint)
@@ -171,7 +182,12 @@ def load_buffer(model: OffPolicyAlgorithm, checkpoint: Path) -> None:
     buffer = buffer_path(checkpoint)
     legacy = checkpoint.parent / "replay_buffer.pkl"
     newest = max(checkpoint.parent.glob("rl_model_*_steps.zip"), key=lambda p: p.stat().st_mtime)
-    if not buffer.is_file() and legacy.is_file() and newest == checkpoint and legacy.stat().st_mtime >= checkpoint.stat().st_mtime:
+    if (
+        not buffer.is_file()
+        and legacy.is_file()
+        and newest == checkpoint
+        and legacy.stat().st_mtime >= checkpoint.stat().st_mtime
+    ):
         buffer = legacy
     if buffer.is_file():
         try:
@@ -180,5 +196,8 @@ def load_buffer(model: OffPolicyAlgorithm, checkpoint: Path) -> None:
             return
         except (OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError) as exc:
             print(f"warning: {buffer} cannot be read ({type(exc).__name__}: {exc}).", file=sys.stderr)
-    print(f"note: no replay buffer saved with {checkpoint.name}: the buffer starts empty and is refilled by the "
-          f"new steps.", file=sys.stderr)
+    print(
+        f"note: no replay buffer saved with {checkpoint.name}: the buffer starts empty and is refilled by the "
+        f"new steps.",
+        file=sys.stderr,
+    )

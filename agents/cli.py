@@ -156,7 +156,9 @@ def device_name(text: str) -> str:
     try:
         torch.device(text)
     except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected auto or a torch device such as cpu, cuda, cuda:1; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected auto or a torch device such as cpu, cuda, cuda:1; got {text!r}"
+        ) from None
     return text
 
 

@@ -168,8 +168,12 @@ def build_config(args: argparse.Namespace, hyperparams_file: Path = HYPERPARAMS_
         "use_amp": args.amp or None,
     }
     config.update({k: v for k, v in flags.items() if v is not None})
-    env_kwargs = {"image_size": args.image_size, "content_dir": args.content_dir, "style_dir": args.style_dir,
-                  "style": args.style}
+    env_kwargs = {
+        "image_size": args.image_size,
+        "content_dir": args.content_dir,
+        "style_dir": args.style_dir,
+        "style": args.style,
+    }
     config["env_kwargs"] = {**config.get("env_kwargs", {}), **{k: v for k, v in env_kwargs.items() if v is not None}}
     config.setdefault("n_envs", 1)
     config["env_id"], config["seed"], config["init"] = args.env, args.seed, args.init
@@ -205,8 +209,10 @@ def prepare_run(
         try:
             config = yaml.safe_load((run_dir / "config.yml").read_text())
         except (OSError, yaml.YAMLError) as exc:
-            raise SystemExit(f"--resume {args.resume}: expected {checkpoint.name} in RUN_DIR/checkpoints/ of a run "
-                             f"with its RUN_DIR/config.yml, but {run_dir / 'config.yml'} cannot be read ({exc}).") from exc
+            raise SystemExit(
+                f"--resume {args.resume}: expected {checkpoint.name} in RUN_DIR/checkpoints/ of a run "
+                f"with its RUN_DIR/config.yml, but {run_dir / 'config.yml'} cannot be read ({exc})."
+            ) from exc
         if not isinstance(config, dict) or "env_id" not in config:
             raise SystemExit(f"--resume {args.resume}: {run_dir / 'config.yml'} is not a run configuration.")
         if config.get("algo", "style_sac") != algo:
@@ -303,12 +309,21 @@ def algorithm_kwargs(config: dict[str, Any], algo_class: type[BaseAlgorithm] = S
     :raises SystemExit: a key the algorithm does not take.
     """
     kwargs = {k: v for k, v in config.items() if k not in (*RUN_KEYS, "env_id", "seed", "init")}
-    accepted = set(inspect.signature(algo_class.__init__).parameters) - {"self", "policy", "env", "seed", "device",
-                                                                           "verbose", "_init_setup_model"}
+    accepted = set(inspect.signature(algo_class.__init__).parameters) - {
+        "self",
+        "policy",
+        "env",
+        "seed",
+        "device",
+        "verbose",
+        "_init_setup_model",
+    }
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
-        raise SystemExit(f"Unknown hyper-parameter {', '.join(unknown)} for {algo_class.__name__} (--hyperparams or "
-                         f"the hyper-parameter file); expected one of: {', '.join(sorted(accepted | set(RUN_KEYS)))}.")
+        raise SystemExit(
+            f"Unknown hyper-parameter {', '.join(unknown)} for {algo_class.__name__} (--hyperparams or "
+            f"the hyper-parameter file); expected one of: {', '.join(sorted(accepted | set(RUN_KEYS)))}."
+        )
     for key in POSITIVE_KEYS:
         value = kwargs.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -316,8 +331,9 @@ def algorithm_kwargs(config: dict[str, Any], algo_class: type[BaseAlgorithm] = S
     return kwargs
 
 
-def make_model(algo_class: type[BaseAlgorithm], config: dict[str, Any], env: VecEnv, args: argparse.Namespace,
-               **extra: Any) -> BaseAlgorithm:
+def make_model(
+    algo_class: type[BaseAlgorithm], config: dict[str, Any], env: VecEnv, args: argparse.Namespace, **extra: Any
+) -> BaseAlgorithm:
     """A new model of ``algo_class`` from a run configuration.
 
     :param algo_class: the algorithm.
@@ -329,11 +345,14 @@ def make_model(algo_class: type[BaseAlgorithm], config: dict[str, Any], env: Vec
     """
     kwargs = {**algorithm_kwargs(config, algo_class), **extra}
     try:
-        return algo_class(config["policy"], env, seed=config["seed"], device=args.device, verbose=args.verbose,
-                          **kwargs)
+        return algo_class(
+            config["policy"], env, seed=config["seed"], device=args.device, verbose=args.verbose, **kwargs
+        )
     except (TypeError, ValueError, KeyError, AssertionError) as exc:  # SB3 checks some values with assert
-        raise SystemExit(f"The hyper-parameters do not fit {algo_class.__name__} ({type(exc).__name__}: {exc}); "
-                         f"check --hyperparams and the hyper-parameter file.") from exc
+        raise SystemExit(
+            f"The hyper-parameters do not fit {algo_class.__name__} ({type(exc).__name__}: {exc}); "
+            f"check --hyperparams and the hyper-parameter file."
+        ) from exc
 
 
 class WallClockLimit(BaseCallback):
@@ -389,20 +408,33 @@ def fit(model: BaseAlgorithm, config: dict[str, Any], run_dir: Path, args: argpa
         callbacks.append(WallClockLimit(60.0 * args.max_minutes, verbose=args.verbose))
     if args.eval_freq > 0:
         eval_env = make_env(config, run_dir, args.device, resume=bool(args.resume), seed_offset=1000)
-        callbacks.append(EvalCallback(eval_env, n_eval_episodes=2, eval_freq=max(args.eval_freq // config["n_envs"], 1),
-                                      log_path=str(run_dir / "eval"), best_model_save_path=str(run_dir / "eval"),
-                                      verbose=0))
+        callbacks.append(
+            EvalCallback(
+                eval_env,
+                n_eval_episodes=2,
+                eval_freq=max(args.eval_freq // config["n_envs"], 1),
+                log_path=str(run_dir / "eval"),
+                best_model_save_path=str(run_dir / "eval"),
+                verbose=0,
+            )
+        )
     remaining = config["n_timesteps"] - model.num_timesteps
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         if remaining > 0:
-            model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=not args.resume,
-                        progress_bar=not args.no_progress, log_interval=10)
+            model.learn(
+                remaining,
+                callback=CallbackList(callbacks),
+                reset_num_timesteps=not args.resume,
+                progress_bar=not args.no_progress,
+                log_interval=10,
+            )
     except KeyboardInterrupt:
         checkpoints.init_callback(model)
         path = checkpoints.save_now()
-        print(f"\nInterrupted at step {model.num_timesteps}: saved {path}.\n"
-              f"Continue with: {command} --resume {run_dir}")
+        print(
+            f"\nInterrupted at step {model.num_timesteps}: saved {path}.\nContinue with: {command} --resume {run_dir}"
+        )
         return False
     finally:
         model.get_env().close()  # type: ignore[union-attr]

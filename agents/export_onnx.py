@@ -44,8 +44,18 @@ CHECK_SIZES = ((64, 64), (50, 70))
 #: Side of the style images used to check the export.
 CHECK_STYLE_SIZE = (56, 44)
 #: Names of the style code's tensors, the style encoder's outputs and the step's inputs after ``moving``.
-CODE_NAMES = ("mod1_2_weight", "mod1_2_bias", "mod1_3_weight", "mod1_3_bias", "mod1_weight", "mod1_bias",
-              "mod2_weight", "mod2_bias", "x1", "x2")
+CODE_NAMES = (
+    "mod1_2_weight",
+    "mod1_2_bias",
+    "mod1_3_weight",
+    "mod1_3_bias",
+    "mod1_weight",
+    "mod1_bias",
+    "mod2_weight",
+    "mod2_bias",
+    "x1",
+    "x2",
+)
 #: ONNX opsets the export is known to work with (reflection padding needs 11; 17 is the default).
 OPSETS = (13, 20)
 
@@ -122,7 +132,9 @@ class DeterministicStep(nn.Module):
         return image[..., :height, :width].clamp(0.0, 1.0)
 
 
-def onnx_session(path: str | Path, threads: int | None = None, providers: list[str] | None = None) -> ort.InferenceSession:
+def onnx_session(
+    path: str | Path, threads: int | None = None, providers: list[str] | None = None
+) -> ort.InferenceSession:
     """An ONNX Runtime session for ``path``.
 
     :param path: the ``.onnx`` file.
@@ -145,8 +157,13 @@ class OnnxStylizer:
     :param encoder_path: the style encoder's graph (default: :func:`style_encoder_path` of ``path``).
     """
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None,
-                 encoder_path: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        encoder_path: str | Path | None = None,
+    ) -> None:
         self.encoder = onnx_session(encoder_path or style_encoder_path(path), threads, providers)
         self.step = onnx_session(path, threads, providers)
 
@@ -166,8 +183,9 @@ class OnnxStylizer:
         return self.step.run(None, {"moving": moving, **code})[0]
 
 
-def max_difference(policy: MiniStylerPolicy, path: str | Path, seed: int = 0,
-                   encoder_path: str | Path | None = None) -> float:
+def max_difference(
+    policy: MiniStylerPolicy, path: str | Path, seed: int = 0, encoder_path: str | Path | None = None
+) -> float:
     """Largest absolute difference between ONNX Runtime and PyTorch's ``policy.act`` over :data:`CHECK_SIZES`
     (random images; two steps each, the second reusing the style code).
 
@@ -193,7 +211,9 @@ def max_difference(policy: MiniStylerPolicy, path: str | Path, seed: int = 0,
     return worst
 
 
-def export_step(policy: MiniStylerPolicy, out: str | Path, size: int = 64, atol: float = 1e-4, opset: int = 17) -> float:
+def export_step(
+    policy: MiniStylerPolicy, out: str | Path, size: int = 64, atol: float = 1e-4, opset: int = 17
+) -> float:
     """Export one deterministic step of ``policy`` to ``out`` and its style encoder beside it
     (:func:`style_encoder_path`), and check them against PyTorch; nothing is written if the check fails.
 
@@ -223,13 +243,26 @@ def export_step(policy: MiniStylerPolicy, out: str | Path, size: int = 64, atol:
         warnings.simplefilter("ignore")  # the TorchScript exporter's constant-folding and deprecation notes
         step_file = stack.enter_context(atomic_path(out))
         encoder_file = stack.enter_context(atomic_path(style_encoder_path(out)))
-        torch.onnx.export(encoder, (style,), str(encoder_file), input_names=["style"], output_names=list(CODE_NAMES),
-                          dynamic_axes={"style": {0: "batch", 2: "style_height", 3: "style_width"}, **code_axes},
-                          opset_version=opset, dynamo=False)
-        torch.onnx.export(step, (torch.rand(1, 3, size, size), *code), str(step_file),
-                          input_names=["moving", *CODE_NAMES], output_names=["next"],
-                          dynamic_axes={"moving": image_axes, "next": image_axes, **code_axes},
-                          opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            encoder,
+            (style,),
+            str(encoder_file),
+            input_names=["style"],
+            output_names=list(CODE_NAMES),
+            dynamic_axes={"style": {0: "batch", 2: "style_height", 3: "style_width"}, **code_axes},
+            opset_version=opset,
+            dynamo=False,
+        )
+        torch.onnx.export(
+            step,
+            (torch.rand(1, 3, size, size), *code),
+            str(step_file),
+            input_names=["moving", *CODE_NAMES],
+            output_names=["next"],
+            dynamic_axes={"moving": image_axes, "next": image_axes, **code_axes},
+            opset_version=opset,
+            dynamo=False,
+        )
         difference = max_difference(policy, step_file, encoder_path=encoder_file)
         if difference > atol:
             raise RuntimeError(f"ONNX Runtime differs from PyTorch by {difference:.3g} (> {atol:g}) for {out}.")
@@ -238,11 +271,14 @@ def export_step(policy: MiniStylerPolicy, out: str | Path, size: int = 64, atol:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", default="rlministyler", help="released model name or a StyleSAC .zip")
     p.add_argument("--out", required=True, type=Path, help="the .onnx file to write")
-    p.add_argument("--atol", type=float_range(0.0, 1.0), default=1e-4,
-                   help="largest allowed ONNX Runtime vs PyTorch difference")
+    p.add_argument(
+        "--atol", type=float_range(0.0, 1.0), default=1e-4, help="largest allowed ONNX Runtime vs PyTorch difference"
+    )
     p.add_argument("--opset", type=int_range(*OPSETS), default=17, help="ONNX opset version")
     return p.parse_args(argv)
 
@@ -261,8 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         raise SystemExit(f"--model {args.model}: {exc}") from exc
     size_mb = (args.out.stat().st_size + style_encoder_path(args.out).stat().st_size) / 1e6
-    print(f"Wrote {args.out} and {style_encoder_path(args.out)} ({size_mb:.2f} MB); ONNX Runtime vs PyTorch: "
-          f"max |difference| {difference:.2e}.")
+    print(
+        f"Wrote {args.out} and {style_encoder_path(args.out)} ({size_mb:.2f} MB); ONNX Runtime vs PyTorch: "
+        f"max |difference| {difference:.2e}."
+    )
     return 0
 
 

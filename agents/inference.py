@@ -164,9 +164,7 @@ def _label(image: Image.Image, text: str) -> Image.Image:
     return image
 
 
-def sequence_grid(
-    rows: Sequence[tuple[np.ndarray, np.ndarray, Sequence[np.ndarray]]], tile: int = 128
-) -> Image.Image:
+def sequence_grid(rows: Sequence[tuple[np.ndarray, np.ndarray, Sequence[np.ndarray]]], tile: int = 128) -> Image.Image:
     """A grid: one row per pair, columns content | style | step 1 | ... | step k, labelled.
 
     :param rows: ``(content, style, outputs)`` per row, uint8 ``H x W x 3`` images.
@@ -177,7 +175,9 @@ def sequence_grid(
     for r, (content, style, outputs) in enumerate(rows):
         tiles = [(content, "content"), (style, "style")] + [(o, f"step {k}") for k, o in enumerate(outputs, 1)]
         for c, (img, text) in enumerate(tiles):
-            grid.paste(_label(Image.fromarray(img).resize((tile, tile), Image.Resampling.BICUBIC), text), (c * tile, r * tile))
+            grid.paste(
+                _label(Image.fromarray(img).resize((tile, tile), Image.Resampling.BICUBIC), text), (c * tile, r * tile)
+            )
     return grid
 
 

@@ -108,20 +108,33 @@ def style_list(spec: str | None, model: str | None, policy: ActorBuilderPolicy) 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model", default=None, help="StyleSAC .zip, or a released model name (default: rlministyler)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--content", help="content image, folder of images, or built-in name")
     source.add_argument("--video", help="video file to stylise frame by frame (OpenCV reads it)")
-    p.add_argument("--style", default=None,
-                   help="style image, folder of images, or built-in name (single-style models: optional, names "
-                        "the outputs)")
-    p.add_argument("--steps", type=int_range(1, MAX_STEPS), nargs="+", default=[10],
-                   help="images: steps to run (all are saved; the largest counts); video: one output per step")
+    p.add_argument(
+        "--style",
+        default=None,
+        help="style image, folder of images, or built-in name (single-style models: optional, names the outputs)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int_range(1, MAX_STEPS),
+        nargs="+",
+        default=[10],
+        help="images: steps to run (all are saved; the largest counts); video: one output per step",
+    )
     p.add_argument("--out", default="stylized", help="output folder")
     p.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda, ...")
-    p.add_argument("--max-side", type=int_range(MIN_SIDE), default=None,
-                   help="process at most this long a side (outputs are resized back)")
+    p.add_argument(
+        "--max-side",
+        type=int_range(MIN_SIDE),
+        default=None,
+        help="process at most this long a side (outputs are resized back)",
+    )
     p.add_argument("--sample", action="store_true", help="sample latents instead of using the distribution mean")
     return p.parse_args(argv)
 
@@ -136,8 +149,10 @@ def fitted(image: np.ndarray, name: str, device: torch.device, max_side: int | N
     """
     work = fit_to_memory(image, memory_budget(device), max_side)
     if work.shape != image.shape:
-        print(f"note: {name} is processed at {work.shape[1]}x{work.shape[0]} to fit memory or --max-side, then "
-              f"resized back to {image.shape[1]}x{image.shape[0]}.")
+        print(
+            f"note: {name} is processed at {work.shape[1]}x{work.shape[0]} to fit memory or --max-side, then "
+            f"resized back to {image.shape[1]}x{image.shape[0]}."
+        )
     return work
 
 
@@ -156,8 +171,10 @@ def stylize_image_file(
     content = load_image(path)
     work = fitted(content, path.name, policy.device, args.max_side)
     if min(content.shape[:2]) < MIN_SIDE:
-        print(f"note: {path.name} ({content.shape[1]}x{content.shape[0]}) is smaller than the networks take: it is "
-              f"processed at least {MIN_SIDE} px a side, then resized back.")
+        print(
+            f"note: {path.name} ({content.shape[1]}x{content.shape[0]}) is smaller than the networks take: it is "
+            f"processed at least {MIN_SIDE} px a side, then resized back."
+        )
     outputs = stylize_sequence(policy, work, style, max(args.steps), deterministic=not args.sample)
     outputs = [resize(o, content.shape[1], content.shape[0]) for o in outputs]
     paths = save_sequence(outputs, Path(args.out), stem)

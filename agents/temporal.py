@@ -124,7 +124,9 @@ def compound_perturbation(
     return warped + noise.to(frames.dtype), flow
 
 
-def compound_temporal_loss(stylized_perturbed: torch.Tensor, stylized: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+def compound_temporal_loss(
+    stylized_perturbed: torch.Tensor, stylized: torch.Tensor, flow: torch.Tensor
+) -> torch.Tensor:
     """Mean absolute difference between ``S(W_f(x) + n)`` and ``W_f(S(x))`` where the warp stays inside.
 
     :param stylized_perturbed: stylisation of the perturbed frames, ``N x C x H x W``.

@@ -43,8 +43,9 @@ def build_parser(description: str = __doc__.split("\n")[0]) -> argparse.Argument
     p.add_argument("--env", default="NST-v0", help="environment id")
     p.add_argument("--policy", default=None, help="policy alias (default from the hyper-parameter file)")
     p.add_argument("-n", "--n-timesteps", type=int_range(1), default=None, help="env steps to train for")
-    p.add_argument("--image-size", type=int_range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), default=None,
-                   help="training image side in px")
+    p.add_argument(
+        "--image-size", type=int_range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), default=None, help="training image side in px"
+    )
     p.add_argument("--content-dir", default=None, help="folder of content photos (recursive), e.g. MS-COCO")
     p.add_argument("--style-dir", default=None, help="folder of style images (recursive), e.g. WikiArt")
     p.add_argument("--style", default=None, help="pin one style (path or built-in name): single-style training")
@@ -57,16 +58,29 @@ def build_parser(description: str = __doc__.split("\n")[0]) -> argparse.Argument
     p.add_argument("--save-freq", type=int_range(0), default=500, help="checkpoint every N env steps (0: never)")
     p.add_argument("--eval-freq", type=int_range(0), default=500, help="evaluate every N env steps (0: never)")
     p.add_argument("--buffer-size", type=int_range(1), default=None, help="replay buffer capacity")
-    p.add_argument("--max-minutes", type=float_range(0.0), default=None,
-                   help="stop training after this many minutes of wall-clock time (then save and finish as "
-                        "usual; -n stays the upper bound)")
-    p.add_argument("--hyperparams", nargs="*", default=[], metavar="KEY:VALUE",
-                   help="override hyper-parameters, e.g. batch_size:16 policy_kwargs.actor_lr_ratio:0.2")
-    p.add_argument("--init", default=None,
-                   help="start actor+builder from released weights: rlministyler, or rlnst:blue_swirls "
-                        "(fire, maxresdefault; selects RLNSTPolicy and, unless --style is given, its style)")
-    p.add_argument("--resume", default=None,
-                   help="run folder or checkpoint zip to continue from (with -n: a new total step count)")
+    p.add_argument(
+        "--max-minutes",
+        type=float_range(0.0),
+        default=None,
+        help="stop training after this many minutes of wall-clock time (then save and finish as "
+        "usual; -n stays the upper bound)",
+    )
+    p.add_argument(
+        "--hyperparams",
+        nargs="*",
+        default=[],
+        metavar="KEY:VALUE",
+        help="override hyper-parameters, e.g. batch_size:16 policy_kwargs.actor_lr_ratio:0.2",
+    )
+    p.add_argument(
+        "--init",
+        default=None,
+        help="start actor+builder from released weights: rlministyler, or rlnst:blue_swirls "
+        "(fire, maxresdefault; selects RLNSTPolicy and, unless --style is given, its style)",
+    )
+    p.add_argument(
+        "--resume", default=None, help="run folder or checkpoint zip to continue from (with -n: a new total step count)"
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("-v", "--verbose", type=int_range(0, 2), default=1)
     return p

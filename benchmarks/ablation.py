@@ -71,7 +71,9 @@ def train_variant(
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yml").write_text(yaml.safe_dump({**config, "variant": variant, "init": init}, sort_keys=False))
     env = make_env(config, run_dir, device, resume=False)
-    model = StyleSAC(config["policy"], env, seed=seed, device=device, **{**algorithm_kwargs(config), **VARIANTS[variant]})
+    model = StyleSAC(
+        config["policy"], env, seed=seed, device=device, **{**algorithm_kwargs(config), **VARIANTS[variant]}
+    )
     if init:
         model.load_pretrained(init)
     model.set_logger(configure(str(run_dir / "logs"), ["csv"]))
@@ -96,8 +98,13 @@ def train_variant(
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
-    p = benchmark_parser(__doc__, device="cpu", device_help="cpu, cuda, ...", seed_help="seed of envs and networks",
-                         out_help="folder of ablation.{md,csv,json}")
+    p = benchmark_parser(
+        __doc__,
+        device="cpu",
+        device_help="cpu, cuda, ...",
+        seed_help="seed of envs and networks",
+        out_help="folder of ablation.{md,csv,json}",
+    )
     p.add_argument("-n", "--n-timesteps", type=int, default=300, help="env steps per variant")
     p.add_argument("--image-size", type=int, default=64, help="training image side in px")
     p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=["rl", "no_rl"])
@@ -113,22 +120,39 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     configure_torch(args.threads)
     machine = machine_info(args.device)
     overrides = parse_overrides(args.hyperparams)
-    rows = [train_variant(v, args.n_timesteps, args.image_size, args.log_folder, args.seed, args.device, args.init,
-                          overrides) for v in args.variants]
+    rows = [
+        train_variant(
+            v, args.n_timesteps, args.image_size, args.log_folder, args.seed, args.device, args.init, overrides
+        )
+        for v in args.variants
+    ]
     models = " ".join(row["model"] for row in rows)
     Report(
         name="ablation",
         title="Actor-builder with and without RL: training runs",
-        columns=["variant", "init", "image_size", "env_steps", "updates", "train_minutes", "s_per_step",
-                 "last_10_episode_reward", "model"],
+        columns=[
+            "variant",
+            "init",
+            "image_size",
+            "env_steps",
+            "updates",
+            "train_minutes",
+            "s_per_step",
+            "last_10_episode_reward",
+            "model",
+        ],
         rows=rows,
         settings=settings_of(args),
         machine=machine,
-        notes=[(f"Short ablation: {args.n_timesteps} env steps per variant at {args.image_size} px on {args.device} "
+        notes=[
+            (
+                f"Short ablation: {args.n_timesteps} env steps per variant at {args.image_size} px on {args.device} "
                 "(the papers train ~10^5 updates at 256 px). Same seed, data and hyper-parameters "
-                "(`agents/hyperparams/style_sac.yml`); `no_rl` drops the critic, actor and temperature updates."),
-               "Quality of the two: `python -m benchmarks.quality --name quality_ablation --strengths "
-               f"--gatys-iterations --model rlministyler {models}`."],
+                "(`agents/hyperparams/style_sac.yml`); `no_rl` drops the critic, actor and temperature updates."
+            ),
+            "Quality of the two: `python -m benchmarks.quality --name quality_ablation --strengths "
+            f"--gatys-iterations --model rlministyler {models}`.",
+        ],
     ).write(args.out)
     return rows
 

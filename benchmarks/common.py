@@ -167,9 +167,7 @@ class Timing:
         return statistics.median(self.times)
 
 
-def time_calls(
-    fn: Callable[[], Any], device: torch.device | str, repeats: int, budget_s: float = math.inf
-) -> Timing:
+def time_calls(fn: Callable[[], Any], device: torch.device | str, repeats: int, budget_s: float = math.inf) -> Timing:
     """Time ``fn`` after one warm-up call (whose peak memory is measured), synchronising the device.
 
     :param fn: the work to time (no arguments).

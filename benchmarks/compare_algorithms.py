@@ -58,8 +58,12 @@ def find_run(log_folder: Path, algo: str, seed: int, n_timesteps: int, image_siz
     matches = []
     for config_file in sorted(log_folder.glob("*/config.yml")):
         config = yaml.safe_load(config_file.read_text())
-        same = (config.get("algo", "style_sac"), config.get("seed"), config.get("n_timesteps"),
-                config.get("env_kwargs", {}).get("image_size")) == (algo, seed, n_timesteps, image_size)
+        same = (
+            config.get("algo", "style_sac"),
+            config.get("seed"),
+            config.get("n_timesteps"),
+            config.get("env_kwargs", {}).get("image_size"),
+        ) == (algo, seed, n_timesteps, image_size)
         if same and (config_file.parent / "model.zip").is_file():
             matches.append(config_file.parent)
     return max(matches, key=lambda p: p.stat().st_mtime) if matches else None
@@ -76,7 +80,7 @@ def buffer_bytes(algo: str, image_size: int, hyperparams: dict[str, Any]) -> int
     """
     image = 3 * image_size * image_size
     if algo == "style_sac":
-        latent = 64 * -(-image_size // 4) ** 2 * 2
+        latent = 64 * -((-image_size // 4) ** 2) * 2
         return hyperparams["buffer_size"] * (4 * image + latent)
     if "buffer_size" in hyperparams:
         return hyperparams["buffer_size"] * (4 * image + 4 * image)
@@ -100,9 +104,27 @@ def train_run(algo: str, seed: int, args: argparse.Namespace) -> tuple[Path | No
     need, free = buffer_bytes(algo, args.image_size, hyperparams), psutil.virtual_memory().available
     if need > MEMORY_FRACTION * free:
         return None, f"skipped: buffers need ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
-    argv = ["--algo", algo, "-n", str(args.n_timesteps), "--image-size", str(args.image_size), "--seed", str(seed),
-            "-f", str(args.log_folder), "--save-freq", "0", "--eval-freq", "0", "--no-progress", "-v", "0",
-            "--device", args.device]
+    argv = [
+        "--algo",
+        algo,
+        "-n",
+        str(args.n_timesteps),
+        "--image-size",
+        str(args.image_size),
+        "--seed",
+        str(seed),
+        "-f",
+        str(args.log_folder),
+        "--save-freq",
+        "0",
+        "--eval-freq",
+        "0",
+        "--no-progress",
+        "-v",
+        "0",
+        "--device",
+        args.device,
+    ]
     if args.hyperparams.get(algo):
         argv += ["--hyperparams", *args.hyperparams[algo]]
     try:
@@ -187,14 +209,19 @@ def plot_curves(curves: dict[str, list[np.ndarray]], episode_length: int, path: 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
     p = benchmark_parser(__doc__, device="cpu", device_help="cpu, cuda, ...")
-    p.add_argument("--algos", nargs="+", choices=sorted(ALGOS),
-                   default=["style_sac", "sac", "td3", "tqc", "ppo", "a2c"])
+    p.add_argument(
+        "--algos", nargs="+", choices=sorted(ALGOS), default=["style_sac", "sac", "td3", "tqc", "ppo", "a2c"]
+    )
     p.add_argument("--seeds", type=int_range(0, 2**32 - 1), nargs="+", default=[0, 1, 2])
     p.add_argument("-n", "--n-timesteps", type=int_range(1), default=300, help="env steps per run (the same for all)")
     p.add_argument("--image-size", type=int_range(36, 4096), default=64, help="image side (NatureCNN needs >= 36 px)")
     p.add_argument("-f", "--log-folder", type=Path, default=Path("runs/compare"), help="run folders")
-    p.add_argument("--hyperparams", type=yaml.safe_load, default={},
-                   help='per-algorithm overrides as YAML, e.g. "{sac: [learning_starts:10]}"')
+    p.add_argument(
+        "--hyperparams",
+        type=yaml.safe_load,
+        default={},
+        help='per-algorithm overrides as YAML, e.g. "{sac: [learning_starts:10]}"',
+    )
     p.add_argument("--no-train", action="store_true", help="only read finished runs from --log-folder")
     p.add_argument("--smooth", type=int_range(1), default=5, help="moving average of the curves, in episodes")
     p.add_argument("--name", default="compare_algorithms", help="stem of the output files")
@@ -233,38 +260,62 @@ def main(argv: list[str] | None = None) -> list[Row]:
         row["train_minutes"] = mean_std(minutes)[0]
         rows.append(row)
     rows.sort(key=lambda r: (r["final_style_loss"] is None, r["final_style_loss"] or 0.0))
-    references = {"no-op (content photo)": unchanged_photo, "rlministyler (released)": policy_controller("rlministyler")}
+    references = {
+        "no-op (content photo)": unchanged_photo,
+        "rlministyler (released)": policy_controller("rlministyler"),
+    }
     for name, controller in references.items():
         score = evaluate(controller, args.image_size)
-        rows.append({"method": name, "seeds": 0, "status": "reference, not trained here",
-                     **{f"final_{k}": v for k, v in score.items()}})
+        rows.append(
+            {
+                "method": name,
+                "seeds": 0,
+                "status": "reference, not trained here",
+                **{f"final_{k}": v for k, v in score.items()},
+            }
+        )
 
     args.out.mkdir(parents=True, exist_ok=True)
     plot_curves(curves, 10, args.out / f"{args.name}.png", args.smooth)
     Report(
         name=args.name,
         title=f"RL algorithms on NST-v0: {args.n_timesteps} env steps per run at {args.image_size} px, "
-              f"seeds {args.seeds}",
-        columns=["method", "seeds", "final_style_loss", "final_style_loss_std", "final_content_loss",
-                 "final_content_loss_std", "final_return", "last_10_train_return", "train_minutes", "status"],
+        f"seeds {args.seeds}",
+        columns=[
+            "method",
+            "seeds",
+            "final_style_loss",
+            "final_style_loss_std",
+            "final_content_loss",
+            "final_content_loss_std",
+            "final_return",
+            "last_10_train_return",
+            "train_minutes",
+            "status",
+        ],
         rows=rows,
         settings=settings_of(args),
         machine=machine,
         notes=[
-            ("Sorted by final style loss (lower: closer to the style). `final_*`: deterministic evaluation of the "
-             f"final model, one 10-step episode on each of {len(EVAL_PAIRS)} fixed pairs "
-             f"({', '.join(f'{c} x {s}' for c, s in EVAL_PAIRS)}), the env's style loss (mean/std at relu1_1.."
-             "relu4_1) and content loss (relu4_1 vs the photo) after the last step and the episode return; mean "
-             "over pairs, then mean and std over seeds. `last_10_train_return`: mean return of the last 10 "
-             "training episodes (stochastic policy). `train_minutes`: wall clock per run on this machine (Monitor "
-             "time of the last episode), for a sense of cost only: the machine was shared."),
-            ("Every algorithm has the same env-step budget; StyleSAC and the off-policy algorithms make one "
-             "update per step after 100 steps, PPO and A2C update per rollout (`agents/hyperparams/*.yml`). The "
-             "references are not trained here: `no-op` leaves the photo unchanged (its style loss is the "
-             "starting point), `rlministyler (released)` is the authors' model trained at 256 px for ~10^5 updates."),
+            (
+                "Sorted by final style loss (lower: closer to the style). `final_*`: deterministic evaluation of the "
+                f"final model, one 10-step episode on each of {len(EVAL_PAIRS)} fixed pairs "
+                f"({', '.join(f'{c} x {s}' for c, s in EVAL_PAIRS)}), the env's style loss (mean/std at relu1_1.."
+                "relu4_1) and content loss (relu4_1 vs the photo) after the last step and the episode return; mean "
+                "over pairs, then mean and std over seeds. `last_10_train_return`: mean return of the last 10 "
+                "training episodes (stochastic policy). `train_minutes`: wall clock per run on this machine (Monitor "
+                "time of the last episode), for a sense of cost only: the machine was shared."
+            ),
+            (
+                "Every algorithm has the same env-step budget; StyleSAC and the off-policy algorithms make one "
+                "update per step after 100 steps, PPO and A2C update per rollout (`agents/hyperparams/*.yml`). The "
+                "references are not trained here: `no-op` leaves the photo unchanged (its style loss is the "
+                "starting point), `rlministyler (released)` is the authors' model trained at 256 px for ~10^5 updates."
+            ),
         ],
-        extra_tables=[("Runs", runs, ["algo", "seed", "status", "final_style_loss", "final_content_loss",
-                       "train_minutes", "run"])],
+        extra_tables=[
+            ("Runs", runs, ["algo", "seed", "status", "final_style_loss", "final_content_loss", "train_minutes", "run"])
+        ],
     ).write(args.out)
     return rows
 

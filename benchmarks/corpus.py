@@ -84,7 +84,9 @@ def materialise(split: dict[str, dict[str, list[Path]]], root: Path, out: Path) 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.corpus ROOT --out DIR``: split the corpus and write the link folders."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("root", type=Path, help="corpus folder with photos/ and art/")
     p.add_argument("--out", type=Path, default=Path("data/corpus_split"), help="where the split's folders go")
     p.add_argument("--eval-fraction", type=float, default=EVAL_FRACTION, help="share held out for evaluation")

@@ -37,16 +37,30 @@ NAME = "env_throughput"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = benchmark_parser(__doc__, device=None, threads_help=None, out=RESULTS,
-                              out_help="folder for the .md/.csv/.json/.png results")
-    parser.add_argument("--device", nargs="+", default=["auto"],
-                        help="devices to run on: cpu, cuda, cuda:1 ...; 'auto' = cpu, plus cuda when available")
-    parser.add_argument("--sizes", nargs="+", type=int_range(16, 8192), default=[64, 128, 256], help="image sides in pixels")
+    parser = benchmark_parser(
+        __doc__, device=None, threads_help=None, out=RESULTS, out_help="folder for the .md/.csv/.json/.png results"
+    )
+    parser.add_argument(
+        "--device",
+        nargs="+",
+        default=["auto"],
+        help="devices to run on: cpu, cuda, cuda:1 ...; 'auto' = cpu, plus cuda when available",
+    )
+    parser.add_argument(
+        "--sizes", nargs="+", type=int_range(16, 8192), default=[64, 128, 256], help="image sides in pixels"
+    )
     parser.add_argument("--steps", type=int_range(1), default=60, help="timed env steps (and floor calls) per size")
     parser.add_argument("--warmup", type=int_range(0), default=5, help="untimed env steps and floor calls first")
-    parser.add_argument("--rounds", type=int_range(1), default=6, help="interleaved env/floor rounds the steps are split in")
-    parser.add_argument("--threads", type=int_range(1, 1024), nargs="+", default=None,
-                        help="torch CPU thread counts to compare, e.g. 1 2 (default: torch's choice)")
+    parser.add_argument(
+        "--rounds", type=int_range(1), default=6, help="interleaved env/floor rounds the steps are split in"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int_range(1, 1024),
+        nargs="+",
+        default=None,
+        help="torch CPU thread counts to compare, e.g. 1 2 (default: torch's choice)",
+    )
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG bar plot")
     return parser.parse_args(argv)
 
@@ -173,11 +187,14 @@ def markdown(rows: list[dict[str, object]], info: dict[str, object]) -> str:
             f"| {r['env_ms_median']:.2f} | {r['floor_ms_median']:.2f} | {reset} | "
             f"{'ok' if r['ratio'] >= GOAL else 'BELOW'} |"
         )
-    lines += ["", f"Machine: {info['cpu']} ({info['cpu_count']} CPUs), torch {info['torch']} "
-                  f"({info['torch_threads']} threads), {info['platform']}, Python {info['python']}"
-                  + (f", GPU {info['gpu']}" if "gpu" in info else "")
-                  + (f"; load average at start {info['load_average_1_5_15min']}" if "load_average_1_5_15min" in info
-                     else ""), ""]
+    lines += [
+        "",
+        f"Machine: {info['cpu']} ({info['cpu_count']} CPUs), torch {info['torch']} "
+        f"({info['torch_threads']} threads), {info['platform']}, Python {info['python']}"
+        + (f", GPU {info['gpu']}" if "gpu" in info else "")
+        + (f"; load average at start {info['load_average_1_5_15min']}" if "load_average_1_5_15min" in info else ""),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -193,8 +210,13 @@ def plot(rows: list[dict[str, object]], path: Path) -> None:
     env_bars = ax.bar(x - 0.2, [r["steps_per_s"] for r in rows], 0.4, label="env steps/s")
     ax.bar(x + 0.2, [r["floor_per_s"] for r in rows], 0.4, label="floor calls/s (VGG to relu4_1 + stats)")
     for bar, r in zip(env_bars, rows):
-        ax.annotate(f"{r['ratio']:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8)
+        ax.annotate(
+            f"{r['ratio']:.2f}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.set_yscale("log")
     ax.set_xticks(x, labels)
     ax.set_ylabel("per second (log scale)")
@@ -215,8 +237,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             for size in args.sizes:
                 row = measure(device_name, size, args.steps, args.warmup, args.rounds)
                 rows.append(row)
-                print(f"{row['device']:>6} x{threads} {size:>4} px: {row['steps_per_s']:8.1f} steps/s, "
-                      f"floor {row['floor_per_s']:8.1f}/s, ratio {row['ratio']:.3f}", flush=True)
+                print(
+                    f"{row['device']:>6} x{threads} {size:>4} px: {row['steps_per_s']:8.1f} steps/s, "
+                    f"floor {row['floor_per_s']:8.1f}/s, ratio {row['ratio']:.3f}",
+                    flush=True,
+                )
     torch.set_num_threads(default_threads)
     if hasattr(os, "getloadavg"):
         info["load_average_at_end_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]

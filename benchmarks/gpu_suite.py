@@ -87,7 +87,9 @@ class StageResult:
     rows: list[Row] = field(default_factory=list)
 
 
-def run_process(cmd: list[str], timeout_s: float, log: Path, ok_codes: tuple[int, ...] = (0,)) -> tuple[str, float, str]:
+def run_process(
+    cmd: list[str], timeout_s: float, log: Path, ok_codes: tuple[int, ...] = (0,)
+) -> tuple[str, float, str]:
     """Run ``cmd`` in the repository root in its own process group, output appended to ``log``.
 
     At ``timeout_s`` the group gets SIGTERM, then SIGKILL after :data:`GRACE_S` (so env workers and test
@@ -151,10 +153,31 @@ def child_command(args: argparse.Namespace, stage: str, deadline: float, rows: P
     :param deadline: when the stage should stop starting new work (``time.time()`` seconds).
     :param rows: the JSON-lines file the stage appends its rows to.
     """
-    cmd = [sys.executable, "-m", "benchmarks.gpu_suite", "--stage", stage, "--deadline", f"{deadline:.1f}",
-           "--rows", str(rows), "--device", args.device, "--out", str(args.out), "--work-dir", str(args.work_dir),
-           "--eval-pairs", str(args.eval_pairs), "--content-dir", str(args.content_dir),
-           "--style-dir", str(args.style_dir), "--n-envs", *map(str, args.n_envs)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.gpu_suite",
+        "--stage",
+        stage,
+        "--deadline",
+        f"{deadline:.1f}",
+        "--rows",
+        str(rows),
+        "--device",
+        args.device,
+        "--out",
+        str(args.out),
+        "--work-dir",
+        str(args.work_dir),
+        "--eval-pairs",
+        str(args.eval_pairs),
+        "--content-dir",
+        str(args.content_dir),
+        "--style-dir",
+        str(args.style_dir),
+        "--n-envs",
+        *map(str, args.n_envs),
+    ]
     if args.image_size:
         cmd += ["--image-size", str(args.image_size)]
     if args.eval_content_dir:
@@ -176,8 +199,9 @@ def run_in_child(args: argparse.Namespace, stage: str, cap_s: float) -> StageRes
     rows_path.unlink(missing_ok=True)
     # The child stops starting new work a little before the cap (its start-up counts), so it ends by itself.
     deadline = time.time() + 0.9 * cap_s - 2.0
-    status, seconds, error = run_process(child_command(args, stage, deadline, rows_path), cap_s,
-                                         args.work_dir / "logs" / f"{stage}.log")
+    status, seconds, error = run_process(
+        child_command(args, stage, deadline, rows_path), cap_s, args.work_dir / "logs" / f"{stage}.log"
+    )
     return StageResult(stage, status, seconds, cap_s, error, read_rows(rows_path))
 
 
@@ -202,13 +226,25 @@ def nvidia_smi() -> dict[str, str]:
         return {"nvidia_smi": "not found"}
     query = "name,driver_version,memory.total,compute_cap"
     try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=30, check=True).stdout.strip().splitlines()
+        out = (
+            subprocess.run(
+                ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()
+        )
     except (subprocess.SubprocessError, OSError) as exc:
         return {"nvidia_smi": f"failed: {exc}"}
     keys = ["gpu_name_smi", "driver_version", "gpu_memory_total", "compute_capability"]
-    return {f"{key}_{i}" if i else key: value.strip()
-            for i, line in enumerate(out) for key, value in zip(keys, line.split(","))}
+    return {
+        f"{key}_{i}" if i else key: value.strip()
+        for i, line in enumerate(out)
+        for key, value in zip(keys, line.split(","))
+    }
 
 
 def stage_machine(args: argparse.Namespace, deadline: float, emit: Emit) -> None:
@@ -220,8 +256,13 @@ def stage_machine(args: argparse.Namespace, deadline: float, emit: Emit) -> None
     """
     device = torch.device(args.device)
     facts = machine_info(device if device.type != "cuda" or torch.cuda.is_available() else "cpu")
-    facts.update(cuda_runtime=torch.version.cuda, cudnn=torch.backends.cudnn.version() if torch.cuda.is_available()
-                 else None, cuda_device_count=torch.cuda.device_count(), requested_device=args.device, **nvidia_smi())
+    facts.update(
+        cuda_runtime=torch.version.cuda,
+        cudnn=torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        cuda_device_count=torch.cuda.device_count(),
+        requested_device=args.device,
+        **nvidia_smi(),
+    )
     if device.type == "cuda" and torch.cuda.is_available():
         facts["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
         facts["bf16_supported"] = torch.cuda.is_bf16_supported()
@@ -258,8 +299,15 @@ def run_tests(args: argparse.Namespace, cap_s: float) -> StageResult:
             if match and match.group(1).lower() in counts:
                 counts[match.group(1).lower()] += 1
         summary = next((line.strip("= ") for line in reversed(lines) if PYTEST_SUMMARY.match(line)), "")
-        rows.append({"selection": f"-m {selection!r}", "status": outcome, **counts, "seconds": seconds,
-                     "summary": summary or error})
+        rows.append(
+            {
+                "selection": f"-m {selection!r}",
+                "status": outcome,
+                **counts,
+                "seconds": seconds,
+                "summary": summary or error,
+            }
+        )
         if outcome != "ok":
             status = "timeout" if outcome == "timeout" else "failed"
             errors.append(f"-m {selection!r}: {error}")
@@ -300,10 +348,19 @@ def measure_training(size: int, amp: bool, n_envs: int, device: torch.device, se
     finally:
         env.close()
     steps, updates = model.num_timesteps - steps, model._n_updates - updates
-    return {"size": size, "amp": amp, "n_envs": n_envs, "env_steps": steps, "updates": updates, "wall_s": wall,
-            "env_steps_per_s": steps / wall, "updates_per_s": updates / wall, "setup_s": setup_s,
-            "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 1e6 if device.type == "cuda" else None,
-            "note": ""}
+    return {
+        "size": size,
+        "amp": amp,
+        "n_envs": n_envs,
+        "env_steps": steps,
+        "updates": updates,
+        "wall_s": wall,
+        "env_steps_per_s": steps / wall,
+        "updates_per_s": updates / wall,
+        "setup_s": setup_s,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 1e6 if device.type == "cuda" else None,
+        "note": "",
+    }
 
 
 def stage_train(args: argparse.Namespace, deadline: float, emit: Emit) -> None:
@@ -326,8 +383,14 @@ def stage_train(args: argparse.Namespace, deadline: float, emit: Emit) -> None:
     for i, (n_envs, size, amp) in enumerate(settings):
         left = deadline - time.time()
         if left < longest_setup + 2.0:
-            emit({"size": size, "amp": amp, "n_envs": n_envs,
-                  "note": f"not measured: {left:.0f} s left, set-up took up to {longest_setup:.0f} s"})
+            emit(
+                {
+                    "size": size,
+                    "amp": amp,
+                    "n_envs": n_envs,
+                    "note": f"not measured: {left:.0f} s left, set-up took up to {longest_setup:.0f} s",
+                }
+            )
             continue
         try:
             row = measure_training(size, amp, n_envs, device, left / (len(settings) - i), args.work_dir / "train")
@@ -366,17 +429,31 @@ def stage_stylize(args: argparse.Namespace, deadline: float, emit: Emit) -> None
     onnx_path = args.work_dir / "rlministyler_step.onnx"
     export_step(policy, onnx_path)
     factories = methods_for(device, policy, onnx_path, None)
-    variants = [("PyTorch", "float32", factories[TORCH], no_context),
-                ("PyTorch", f"{str(half).removeprefix('torch.')} (autocast)", factories[TORCH],
-                 lambda: torch.autocast(device.type, dtype=half)),
-                ("ONNX Runtime", "float32", factories[ONNX], no_context)]
+    variants = [
+        ("PyTorch", "float32", factories[TORCH], no_context),
+        (
+            "PyTorch",
+            f"{str(half).removeprefix('torch.')} (autocast)",
+            factories[TORCH],
+            lambda: torch.autocast(device.type, dtype=half),
+        ),
+        ("ONNX Runtime", "float32", factories[ONNX], no_context),
+    ]
     todo = len(sizes) * len(variants)
     last_peak: dict[tuple[str, str], tuple[int, int]] = {}  # variant -> (size, peak bytes) of its previous size
     for size in sizes:
         content, style = inputs(size)
         for method, precision, factory, context in variants:
-            row: Row = {"method": method, "precision": precision, "device": str(device), "size": size,
-                        "ms_per_step": None, "repeats": 0, "peak_mb": None, "note": ""}
+            row: Row = {
+                "method": method,
+                "precision": precision,
+                "device": str(device),
+                "size": size,
+                "ms_per_step": None,
+                "repeats": 0,
+                "peak_mb": None,
+                "note": "",
+            }
             share, todo = (deadline - time.time()) / todo, todo - 1
             if isinstance(factory, str):
                 emit({**row, "note": factory})
@@ -399,9 +476,16 @@ def stage_stylize(args: argparse.Namespace, deadline: float, emit: Emit) -> None
                 continue
             last_peak[(method, precision)] = (size, max(timing.peak_bytes, 1))
             ort_cuda = method == "ONNX Runtime" and device.type == "cuda"
-            emit({**row, "ms_per_step": 1e3 * timing.median, "repeats": len(timing.times),
-                  "warmup_ms": 1e3 * timing.warmup_s, "peak_mb": None if ort_cuda else timing.peak_bytes / 1e6,
-                  "note": "ONNX Runtime's CUDA memory is not visible to torch" if ort_cuda else ""})
+            emit(
+                {
+                    **row,
+                    "ms_per_step": 1e3 * timing.median,
+                    "repeats": len(timing.times),
+                    "warmup_ms": 1e3 * timing.warmup_s,
+                    "peak_mb": None if ort_cuda else timing.peak_bytes / 1e6,
+                    "note": "ONNX Runtime's CUDA memory is not visible to torch" if ort_cuda else "",
+                }
+            )
 
 
 # ---------------------------------------------------------------------------------------------- stage: finetune
@@ -427,21 +511,50 @@ def stage_evaluate(args: argparse.Namespace, deadline: float, emit: Emit) -> Non
     content_dir = args.eval_content_dir or args.content_dir
     style_dir = args.eval_style_dir or args.style_dir
     for size in eval_sizes(args):
-        summary = quality.main(["--model", "rlministyler", str(model), "--content-dir", str(content_dir),
-                                "--style-dir", str(style_dir), "--pairs", str(args.eval_pairs), "--size", str(size),
-                                "--strengths", "--gatys-iterations", "--device", args.device, "--out", str(args.out),
-                                "--name", f"gpu_finetune_quality_{size}"])
+        summary = quality.main(
+            [
+                "--model",
+                "rlministyler",
+                str(model),
+                "--content-dir",
+                str(content_dir),
+                "--style-dir",
+                str(style_dir),
+                "--pairs",
+                str(args.eval_pairs),
+                "--size",
+                str(size),
+                "--strengths",
+                "--gatys-iterations",
+                "--device",
+                args.device,
+                "--out",
+                str(args.out),
+                "--name",
+                f"gpu_finetune_quality_{size}",
+            ]
+        )
         label = quality.model_label(str(model))
         by_key = {(r["method"], r["setting"]): r for r in summary}
         for setting in [r["setting"] for r in summary if r["method"] == "rlministyler"]:
             released, tuned = by_key[("rlministyler", setting)], by_key[(label, setting)]
-            emit({"size": size, "step": int(str(setting).split()[-1]),
-                  "released_content": released["content_loss"], "finetuned_content": tuned["content_loss"],
-                  "released_style": released["style_loss"], "finetuned_style": tuned["style_loss"],
-                  "released_ssim": released["ssim"], "finetuned_ssim": tuned["ssim"],
-                  "no_worse_on_both": bool(tuned["content_loss"] <= released["content_loss"]
-                                           and tuned["style_loss"] <= released["style_loss"]),
-                  "pairs": tuned["pairs"]})
+            emit(
+                {
+                    "size": size,
+                    "step": int(str(setting).split()[-1]),
+                    "released_content": released["content_loss"],
+                    "finetuned_content": tuned["content_loss"],
+                    "released_style": released["style_loss"],
+                    "finetuned_style": tuned["style_loss"],
+                    "released_ssim": released["ssim"],
+                    "finetuned_ssim": tuned["ssim"],
+                    "no_worse_on_both": bool(
+                        tuned["content_loss"] <= released["content_loss"]
+                        and tuned["style_loss"] <= released["style_loss"]
+                    ),
+                    "pairs": tuned["pairs"],
+                }
+            )
 
 
 def run_finetune(args: argparse.Namespace, cap_s: float) -> StageResult:
@@ -468,10 +581,34 @@ def run_finetune(args: argparse.Namespace, cap_s: float) -> StageResult:
     train_cap = (1.0 - EVAL_SHARE) * cap_s - (time.monotonic() - start)
     log_folder = args.work_dir / "finetune"
     run_dir = next_run_dir(log_folder, "NST-v0")
-    cmd = [sys.executable, "-m", "agents.train_sac", "--init", "rlministyler", "--image-size", str(size),
-           "-n", str(10**9), "--max-minutes", f"{max(train_cap - FINETUNE_OVERHEAD_S, 5.0) / 60:.3f}",
-           "--content-dir", str(args.content_dir), "--style-dir", str(args.style_dir), "--device", args.device,
-           "-f", str(log_folder), "--save-freq", "0", "--eval-freq", "0", "--no-progress", "-v", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agents.train_sac",
+        "--init",
+        "rlministyler",
+        "--image-size",
+        str(size),
+        "-n",
+        str(10**9),
+        "--max-minutes",
+        f"{max(train_cap - FINETUNE_OVERHEAD_S, 5.0) / 60:.3f}",
+        "--content-dir",
+        str(args.content_dir),
+        "--style-dir",
+        str(args.style_dir),
+        "--device",
+        args.device,
+        "-f",
+        str(log_folder),
+        "--save-freq",
+        "0",
+        "--eval-freq",
+        "0",
+        "--no-progress",
+        "-v",
+        "1",
+    ]
     status, seconds, error = run_process(cmd, train_cap, args.work_dir / "logs" / "finetune_train.log")
     rows: list[Row] = []
     model = run_dir / "model.zip"
@@ -488,7 +625,11 @@ def run_finetune(args: argparse.Namespace, cap_s: float) -> StageResult:
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[argparse.Namespace, float, Emit], None]] = {
-    "machine": stage_machine, "train": stage_train, "stylize": stage_stylize, "evaluate": stage_evaluate}
+    "machine": stage_machine,
+    "train": stage_train,
+    "stylize": stage_stylize,
+    "evaluate": stage_evaluate,
+}
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -498,8 +639,14 @@ def dominance(rows: list[Row]) -> list[Row]:
     :param rows: :func:`stage_evaluate`'s rows.
     """
     sizes = sorted({r["size"] for r in rows})
-    return [{"size": s, "steps": sum(r["size"] == s for r in rows),
-             "dominates_released": all(r["no_worse_on_both"] for r in rows if r["size"] == s)} for s in sizes]
+    return [
+        {
+            "size": s,
+            "steps": sum(r["size"] == s for r in rows),
+            "dominates_released": all(r["no_worse_on_both"] for r in rows if r["size"] == s),
+        }
+        for s in sizes
+    ]
 
 
 def targets(results: dict[str, StageResult], dry_run: bool) -> list[Row]:
@@ -512,16 +659,30 @@ def targets(results: dict[str, StageResult], dry_run: bool) -> list[Row]:
     for stage, what, size, limit in TARGETS:
         rows = results[stage].rows if stage in results else []
         if stage == "stylize":
-            values = [r["ms_per_step"] for r in rows if r.get("size") == size and r.get("method") == "PyTorch"
-                      and str(r.get("precision", "")).startswith("float16") and r.get("ms_per_step")]
+            values = [
+                r["ms_per_step"]
+                for r in rows
+                if r.get("size") == size
+                and r.get("method") == "PyTorch"
+                and str(r.get("precision", "")).startswith("float16")
+                and r.get("ms_per_step")
+            ]
             met = values[0] < limit if values else None
         else:
-            values = [r["updates_per_s"] for r in rows if r.get("size") == size and r.get("amp")
-                      and r.get("n_envs") == 1 and r.get("updates_per_s")]
+            values = [
+                r["updates_per_s"]
+                for r in rows
+                if r.get("size") == size and r.get("amp") and r.get("n_envs") == 1 and r.get("updates_per_s")
+            ]
             met = values[0] >= limit if values else None
-        out.append({"target": what, "measured": values[0] if values else None,
-                    "met": "-" if met is None else ("yes" if met else "no"),
-                    "note": "dry run: sizes replaced by --image-size" if dry_run else ""})
+        out.append(
+            {
+                "target": what,
+                "measured": values[0] if values else None,
+                "met": "-" if met is None else ("yes" if met else "no"),
+                "note": "dry run: sizes replaced by --image-size" if dry_run else "",
+            }
+        )
     return out
 
 
@@ -560,26 +721,62 @@ def plot(results: dict[str, StageResult], path: Path) -> None:
 #: Per stage: title, columns and notes of its own report.
 STAGE_TABLES: dict[str, tuple[str, list[str], list[str]]] = {
     "machine": ("Machine and device", ["key", "value"], []),
-    "tests": ("Test suite with the device visible", ["selection", "status", "passed", "failed", "skipped", "error",
-                                                     "seconds", "summary"],
-              ["Counts are read from `pytest -v` lines, so a run cut short by the cap still shows what ran."]),
-    "train": ("StyleSAC training throughput", ["size", "amp", "n_envs", "env_steps", "updates", "wall_s",
-                                               "env_steps_per_s", "updates_per_s", "setup_s", "peak_gpu_mb", "note"],
-              ["One update of batch 8 per vec-env step (`train_freq: 1`, `gradient_steps: 1`): with 8 envs an update "
-               "follows 8 env steps. Measured after a warm-up (a filled batch and a few updates); `peak_gpu_mb`: "
-               "`torch.cuda.max_memory_allocated` of the learner's process over the measurement (env workers have "
-               "their own)."]),
-    "stylize": ("Stylisation: ms per step of the released RLMiniStyler",
-                ["method", "precision", "device", "size", "ms_per_step", "repeats", "peak_mb", "note"],
-                ["Median of up to 50 calls after a warm-up call, uint8 arrays in and out (host-device copies "
-                 "included), device synchronised (`benchmarks.common.time_calls`); `peak_mb`: what the warm-up call "
-                 "added (CUDA: `torch.cuda.max_memory_allocated`)."]),
-    "finetune": ("Fine-tuned (from the released weights) vs released, held-out pairs",
-                 ["size", "step", "released_content", "finetuned_content", "released_style", "finetuned_style",
-                  "released_ssim", "finetuned_ssim", "no_worse_on_both", "pairs"],
-                 ["MicroAST protocol (`benchmarks.quality`), means over the pairs; lower content and style losses "
-                  "are better. `no_worse_on_both`: the fine-tuned model's content and style losses are both at most "
-                  "the released model's at that step."]),
+    "tests": (
+        "Test suite with the device visible",
+        ["selection", "status", "passed", "failed", "skipped", "error", "seconds", "summary"],
+        ["Counts are read from `pytest -v` lines, so a run cut short by the cap still shows what ran."],
+    ),
+    "train": (
+        "StyleSAC training throughput",
+        [
+            "size",
+            "amp",
+            "n_envs",
+            "env_steps",
+            "updates",
+            "wall_s",
+            "env_steps_per_s",
+            "updates_per_s",
+            "setup_s",
+            "peak_gpu_mb",
+            "note",
+        ],
+        [
+            "One update of batch 8 per vec-env step (`train_freq: 1`, `gradient_steps: 1`): with 8 envs an update "
+            "follows 8 env steps. Measured after a warm-up (a filled batch and a few updates); `peak_gpu_mb`: "
+            "`torch.cuda.max_memory_allocated` of the learner's process over the measurement (env workers have "
+            "their own)."
+        ],
+    ),
+    "stylize": (
+        "Stylisation: ms per step of the released RLMiniStyler",
+        ["method", "precision", "device", "size", "ms_per_step", "repeats", "peak_mb", "note"],
+        [
+            "Median of up to 50 calls after a warm-up call, uint8 arrays in and out (host-device copies "
+            "included), device synchronised (`benchmarks.common.time_calls`); `peak_mb`: what the warm-up call "
+            "added (CUDA: `torch.cuda.max_memory_allocated`)."
+        ],
+    ),
+    "finetune": (
+        "Fine-tuned (from the released weights) vs released, held-out pairs",
+        [
+            "size",
+            "step",
+            "released_content",
+            "finetuned_content",
+            "released_style",
+            "finetuned_style",
+            "released_ssim",
+            "finetuned_ssim",
+            "no_worse_on_both",
+            "pairs",
+        ],
+        [
+            "MicroAST protocol (`benchmarks.quality`), means over the pairs; lower content and style losses "
+            "are better. `no_worse_on_both`: the fine-tuned model's content and style losses are both at most "
+            "the released model's at that step."
+        ],
+    ),
 }
 
 
@@ -606,17 +803,41 @@ def write_reports(args: argparse.Namespace, results: dict[str, StageResult], sec
         notes = [*notes, f"Stage status: {result.status}" + (f" ({result.error})" if result.error else "") + "."]
         extra = []
         if stage == "finetune":
-            extra.append(("Does the fine-tuned model dominate the released one?", dominance(result.rows),
-                          ["size", "steps", "dominates_released"]))
+            extra.append(
+                (
+                    "Does the fine-tuned model dominate the released one?",
+                    dominance(result.rows),
+                    ["size", "steps", "dominates_released"],
+                )
+            )
             if not held_out:
-                notes.append("The evaluation pairs come from the training folders (no `--eval-content-dir` / "
-                             "`--eval-style-dir`): they are not held out.")
-        report = Report(name=f"gpu_{stage}", title=title, columns=columns, rows=result.rows, settings=settings,
-                        machine=machine, notes=notes, extra_tables=extra)
+                notes.append(
+                    "The evaluation pairs come from the training folders (no `--eval-content-dir` / "
+                    "`--eval-style-dir`): they are not held out."
+                )
+        report = Report(
+            name=f"gpu_{stage}",
+            title=title,
+            columns=columns,
+            rows=result.rows,
+            settings=settings,
+            machine=machine,
+            notes=notes,
+            extra_tables=extra,
+        )
         paths += report.write(args.out)
         tables += [(title, result.rows, columns), *extra]
-    stage_rows = [{"stage": r.stage, "status": r.status, "seconds": r.seconds, "cap_s": r.cap_s, "rows": len(r.rows),
-                   "error": r.error} for r in results.values()]
+    stage_rows = [
+        {
+            "stage": r.stage,
+            "status": r.status,
+            "seconds": r.seconds,
+            "cap_s": r.cap_s,
+            "rows": len(r.rows),
+            "error": r.error,
+        }
+        for r in results.values()
+    ]
     plot(results, args.out / "gpu_suite.png")
     summary = Report(
         name="gpu_suite",
@@ -625,11 +846,15 @@ def write_reports(args: argparse.Namespace, results: dict[str, StageResult], sec
         rows=stage_rows,
         settings=settings,
         machine=machine,
-        notes=[f"Total {seconds:.0f} s of a {args.minutes:g} min budget. Each stage ran in its own process group "
-               "under its cap; a failed or overrun stage is recorded and the suite goes on. Per-stage tables follow "
-               "(also `gpu_<stage>.{md,csv,json}`); figure: `gpu_suite.png`."],
-        extra_tables=[("Targets (issue 14)", targets(results, dry_run), ["target", "measured", "met", "note"]),
-                      *tables],
+        notes=[
+            f"Total {seconds:.0f} s of a {args.minutes:g} min budget. Each stage ran in its own process group "
+            "under its cap; a failed or overrun stage is recorded and the suite goes on. Per-stage tables follow "
+            "(also `gpu_<stage>.{md,csv,json}`); figure: `gpu_suite.png`."
+        ],
+        extra_tables=[
+            ("Targets (issue 14)", targets(results, dry_run), ["target", "measured", "met", "note"]),
+            *tables,
+        ],
     )
     return [*paths, *summary.write(args.out), args.out / "gpu_suite.png"]
 
@@ -654,25 +879,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     :param argv: the arguments (default: ``sys.argv[1:]``).
     """
-    p = benchmark_parser(__doc__, device="cuda" if torch.cuda.is_available() else "cpu", device_help="cuda, cuda:1, cpu, ...",
-                         threads_help=None, out=RESULTS_DIR / "gpu", out_help="tables and figures")
+    p = benchmark_parser(
+        __doc__,
+        device="cuda" if torch.cuda.is_available() else "cpu",
+        device_help="cuda, cuda:1, cpu, ...",
+        threads_help=None,
+        out=RESULTS_DIR / "gpu",
+        out_help="tables and figures",
+    )
     p.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget of the whole suite")
-    p.add_argument("--work-dir", type=Path, default=Path("runs/gpu_suite"),
-                   help="child logs, ONNX export, the fine-tune's run folder")
-    p.add_argument("--image-size", type=int, default=None,
-                   help="dry run: every training, stylisation and fine-tune size becomes this (evaluation: S, 2S)")
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path("runs/gpu_suite"),
+        help="child logs, ONNX export, the fine-tune's run folder",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="dry run: every training, stylisation and fine-tune size becomes this (evaluation: S, 2S)",
+    )
     p.add_argument("--skip", nargs="*", default=[], choices=STAGES, help="stages to leave out")
     p.add_argument("--cap", nargs="*", default=[], metavar="STAGE:MINUTES", help="fixed cap for a stage")
     p.add_argument("--n-envs", type=int, nargs="+", default=[1, 8], help="env counts of the training throughput")
-    p.add_argument("--corpus", type=Path, default=None,
-                   help="corpus with photos/ and art/ (e.g. ../shared/corpus), split by benchmarks.corpus into the "
-                        "fine-tune's training folders and held-out evaluation folders (replaces the four below)")
+    p.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="corpus with photos/ and art/ (e.g. ../shared/corpus), split by benchmarks.corpus into the "
+        "fine-tune's training folders and held-out evaluation folders (replaces the four below)",
+    )
     p.add_argument("--content-dir", type=Path, default=SAMPLE_CONTENT_DIR, help="fine-tune's training photos")
     p.add_argument("--style-dir", type=Path, default=SAMPLE_STYLE_DIR, help="fine-tune's training styles")
-    p.add_argument("--eval-content-dir", type=Path, default=None,
-                   help="held-out photos for the evaluation (default: --content-dir, then not held out)")
-    p.add_argument("--eval-style-dir", type=Path, default=None,
-                   help="held-out styles for the evaluation (default: --style-dir, then not held out)")
+    p.add_argument(
+        "--eval-content-dir",
+        type=Path,
+        default=None,
+        help="held-out photos for the evaluation (default: --content-dir, then not held out)",
+    )
+    p.add_argument(
+        "--eval-style-dir",
+        type=Path,
+        default=None,
+        help="held-out styles for the evaluation (default: --style-dir, then not held out)",
+    )
     p.add_argument("--eval-pairs", type=int, default=8, help="evaluation pairs drawn from the held-out folders")
     p.add_argument("--stage", default=None, choices=sorted(STAGE_FUNCTIONS), help=argparse.SUPPRESS)
     p.add_argument("--deadline", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -702,7 +953,7 @@ def main(argv: list[str] | None = None) -> int:
         if stage not in running:
             results[stage] = StageResult(stage, "skipped", error="--skip")
             continue
-        later = running[running.index(stage):]
+        later = running[running.index(stage) :]
         flexible = [s for s in later if s not in fixed and s != "machine"]
         left = deadline - time.monotonic() - sum(fixed.get(s, 0.0) for s in later)
         if stage in fixed:
@@ -721,8 +972,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 results[stage] = run_in_child(args, stage, cap)
         except Exception as exc:  # the suite's own failure in one stage is recorded too
-            results[stage] = StageResult(stage, "failed", time.monotonic() - began, cap,
-                                         f"gpu_suite: {type(exc).__name__}: {exc}")
+            results[stage] = StageResult(
+                stage, "failed", time.monotonic() - began, cap, f"gpu_suite: {type(exc).__name__}: {exc}"
+            )
         r = results[stage]
         print(f"== {stage}: {r.status} in {r.seconds:.0f} s, {len(r.rows)} rows {r.error}", flush=True)
     write_reports(args, results, time.monotonic() - start)

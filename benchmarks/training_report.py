@@ -77,15 +77,23 @@ def stepwise_metrics(controller: Controller, env: NSTEnv, steps: int = 10) -> li
         obs, _ = env.reset(options={"content": content, "style": style})
         for _ in range(steps):
             obs, _, _, _, info = env.step(controller(obs))
-            rows.append({"pair": f"{content}/{style}", "step": info["step"], "style_loss": info["style_loss"],
-                         "content_loss": info["content_loss"]})
+            rows.append(
+                {
+                    "pair": f"{content}/{style}",
+                    "step": info["step"],
+                    "style_loss": info["style_loss"],
+                    "content_loss": info["content_loss"],
+                }
+            )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     p = benchmark_parser(__doc__, device="cpu", device_help="cpu, cuda, ...", threads_help=None)
     p.add_argument("run_dir", type=Path, help="a train_sac run folder (with model.zip or checkpoints)")
-    p.add_argument("--model", default=None, help="model zip to evaluate (default: RUN_DIR/model.zip, else the newest checkpoint)")
+    p.add_argument(
+        "--model", default=None, help="model zip to evaluate (default: RUN_DIR/model.zip, else the newest checkpoint)"
+    )
     p.add_argument("--image-size", type=int, default=128)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -94,12 +102,16 @@ def main(argv: list[str] | None = None) -> int:
 
     model = args.model or (args.run_dir / "model.zip")
     if not Path(model).is_file():
-        model = max((args.run_dir / "checkpoints").glob("rl_model_*_steps.zip"), key=lambda f: int(f.stem.split("_")[2]))
+        model = max(
+            (args.run_dir / "checkpoints").glob("rl_model_*_steps.zip"), key=lambda f: int(f.stem.split("_")[2])
+        )
     env = NSTEnv(image_size=args.image_size, device=args.device)
     rows = []
-    controllers = {"ours": policy_controller(model, args.device),
-                   "released": policy_controller("rlministyler", args.device),
-                   "photo": unchanged_photo}
+    controllers = {
+        "ours": policy_controller(model, args.device),
+        "released": policy_controller("rlministyler", args.device),
+        "photo": unchanged_photo,
+    }
     for label, controller in controllers.items():
         for row in stepwise_metrics(controller, env):
             rows.append({"model": label, **row})
@@ -115,9 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         f"Env metrics at {args.image_size} px, mean over {len(EVAL_PAIRS)} built-in evaluation pairs "
         f"(model: `{Path(str(model)).name}`).\n\n" + pivot.round(4).to_markdown() + "\n"
     )
-    info = {"model": str(model), "image_size": args.image_size, "pairs": EVAL_PAIRS, "torch": torch.__version__,
-            "machine": platform.processor() or platform.machine(), "python": sys.version.split()[0],
-            "mean_by_step": json.loads(mean.to_json(orient="records"))}
+    info = {
+        "model": str(model),
+        "image_size": args.image_size,
+        "pairs": EVAL_PAIRS,
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+        "python": sys.version.split()[0],
+        "mean_by_step": json.loads(mean.to_json(orient="records")),
+    }
     stem.with_suffix(".json").write_text(json.dumps(info, indent=1))
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for label, group in mean.groupby("model"):

@@ -58,8 +58,9 @@ STYLE_MODEL = "rlnst:blue_swirls"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = benchmark_parser(__doc__, threads_help="torch CPU threads (1 on a busy shared machine)", out=RESULTS,
-                         out_help="results folder")
+    p = benchmark_parser(
+        __doc__, threads_help="torch CPU threads (1 on a busy shared machine)", out=RESULTS, out_help="results folder"
+    )
     p.add_argument("--video", default=str(DEFAULT_VIDEO), help="input video")
     p.add_argument("--video-model", default=None, help="trained RLNSTVideoPolicy zip (default: train one first)")
     p.add_argument("--train-steps", type=int_range(1), default=400, help="env steps when training the video model here")
@@ -77,9 +78,29 @@ def train_video_model(steps: int, folder: Path) -> Path:
     :param folder: log folder of the run.
     :return: the saved model.
     """
-    code = train_sac.main(["--env", "NSTVideo-v0", "--init", STYLE_MODEL, "-n", str(steps), "--image-size", "48",
-                           "--eval-freq", "0", "--save-freq", "0", "--no-progress", "-v", "0", "-f", str(folder),
-                           "--hyperparams", "learning_starts:40"])
+    code = train_sac.main(
+        [
+            "--env",
+            "NSTVideo-v0",
+            "--init",
+            STYLE_MODEL,
+            "-n",
+            str(steps),
+            "--image-size",
+            "48",
+            "--eval-freq",
+            "0",
+            "--save-freq",
+            "0",
+            "--no-progress",
+            "-v",
+            "0",
+            "-f",
+            str(folder),
+            "--hyperparams",
+            "learning_starts:40",
+        ]
+    )
     if code != 0:
         raise SystemExit(f"training the video model failed (exit code {code})")
     return folder / "style_sac_NSTVideo-v0_1" / "model.zip"
@@ -109,8 +130,10 @@ def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub Markdown table of a data frame (no extra dependency)."""
     header = "| " + " | ".join(table.columns) + " |"
     rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    rows = ["| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
-            for row in table.itertuples(index=False)]
+    rows = [
+        "| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |"
+        for row in table.itertuples(index=False)
+    ]
     return "\n".join([header, rule, *rows])
 
 
@@ -122,8 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(args.device)
-    video_model = Path(args.video_model) if args.video_model else train_video_model(
-        args.train_steps, Path(tempfile.mkdtemp(prefix="video_temporal_")))
+    video_model = (
+        Path(args.video_model)
+        if args.video_model
+        else train_video_model(args.train_steps, Path(tempfile.mkdtemp(prefix="video_temporal_")))
+    )
 
     frames = read_video(args.video)[args.start : args.start + args.frames]
     height, width = frames.shape[1:3]
@@ -171,10 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.DataFrame(rows)
     table.to_csv(out / "video_temporal.csv", index=False)
     meta = {
-        "video": Path(args.video).name, "frames": len(frames), "first_frame": args.start, "size": list(size),
-        "steps": args.steps, "video_model": str(video_model), "style": f"{style_path.parent.name}/{style_path.name}",
+        "video": Path(args.video).name,
+        "frames": len(frames),
+        "first_frame": args.start,
+        "size": list(size),
+        "steps": args.steps,
+        "video_model": str(video_model),
+        "style": f"{style_path.parent.name}/{style_path.name}",
         "device": str(device),
-        "torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     (out / "video_temporal.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))

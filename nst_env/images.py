@@ -139,9 +139,7 @@ def scan_folder(folder: str | os.PathLike) -> list[Path]:
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             warnings.warn(f"Skipping unreadable image {path}: {exc}", stacklevel=2)
     if not usable:
-        raise ValueError(
-            f"No usable image in {root} (searched recursively for {', '.join(IMAGE_SUFFIXES)})."
-        )
+        raise ValueError(f"No usable image in {root} (searched recursively for {', '.join(IMAGE_SUFFIXES)}).")
     return usable
 
 

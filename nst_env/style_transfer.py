@@ -233,12 +233,22 @@ class NSTEnv(gym.Env):
         with torch.no_grad():
             feats = self.vgg(self._to_tensor([self._moving]))
             assert self._content_target is not None
-            losses = torch.stack([style_loss(feats, self._style_target, self.style_loss_kind),
-                                  content_loss(feats[self._content_layer], self._content_target)])
+            losses = torch.stack(
+                [
+                    style_loss(feats, self._style_target, self.style_loss_kind),
+                    content_loss(feats[self._content_layer], self._content_target),
+                ]
+            )
             s_loss, c_loss = losses.tolist()  # one device-to-host copy (and sync) for both
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
         info = {"style_loss": s_loss, "content_loss": c_loss, "step": self._steps}
-        return self._observation(), -self.reward_scale * s_loss, False, truncated, self._feature_info(info, feats[self._content_layer])
+        return (
+            self._observation(),
+            -self.reward_scale * s_loss,
+            False,
+            truncated,
+            self._feature_info(info, feats[self._content_layer]),
+        )
 
     @property
     def vgg_source(self) -> str:

@@ -196,8 +196,12 @@ class NSTVideoEnv(NSTEnv):
             raise ValueError(
                 f"frames_per_episode and steps_per_frame must be >= 1, got {frames_per_episode}, {steps_per_frame}."
             )
-        super().__init__(image_size=image_size, max_episode_steps=frames_per_episode * steps_per_frame,
-                         observe_content=True, **kwargs)
+        super().__init__(
+            image_size=image_size,
+            max_episode_steps=frames_per_episode * steps_per_frame,
+            observe_content=True,
+            **kwargs,
+        )
         self.video_path = Path(video) if video is not None else DEFAULT_VIDEO
         self.frames_per_episode = frames_per_episode
         self.steps_per_frame = steps_per_frame
@@ -208,8 +212,11 @@ class NSTVideoEnv(NSTEnv):
             )
         self.frames = np.ascontiguousarray(frames.transpose(0, 3, 1, 2))  # T x 3 x H x W
         self.observation_space = spaces.Dict(
-            {**self.observation_space.spaces, "frame": spaces.Discrete(frames_per_episode),
-             "step": spaces.Discrete(steps_per_frame)}
+            {
+                **self.observation_space.spaces,
+                "frame": spaces.Discrete(frames_per_episode),
+                "step": spaces.Discrete(steps_per_frame),
+            }
         )
         self._start = 0
         self._frame = 0

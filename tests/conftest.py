@@ -80,8 +80,11 @@ def odd_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     rgba[:, :25, 3] = 0  # left half fully transparent: composited on white
     save("rgba.png", Image.fromarray(rgba))
     save("palette.png", Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16))
-    save("palette_transparent.gif", Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16),
-         transparency=0)
+    save(
+        "palette_transparent.gif",
+        Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=16),
+        transparency=0,
+    )
     save("cmyk.jpg", Image.fromarray(rgb).convert("CMYK"))
     save("bmp.bmp", Image.fromarray(rgb))
     # 16-bit grayscale: a horizontal ramp over the full 0..65535 range; the large one exceeds every decode side
@@ -139,8 +142,10 @@ def adain_weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An AdaIN ``vgg_normalised.pth``-style state dict with random weights: a 1x1 input conv (index 0; here
     RGB in [0, 1] -> BGR x255 minus a mean) and the 3x3 convs at AdaIN's indices."""
     path = tmp_path_factory.mktemp("adain") / "vgg_normalised.pth"
-    state = {"0.weight": torch.eye(3).flip(0).view(3, 3, 1, 1) * 255.0,
-             "0.bias": torch.tensor([-104.0, -117.0, -124.0])}
+    state = {
+        "0.weight": torch.eye(3).flip(0).view(3, 3, 1, 1) * 255.0,
+        "0.bias": torch.tensor([-104.0, -117.0, -124.0]),
+    }
     for index, (weight, bias) in zip(_ADAIN_CONV_INDEX, _fake_vgg_convs(seed=1)):
         state[f"{index}.weight"], state[f"{index}.bias"] = weight, bias
     torch.save(state, path)

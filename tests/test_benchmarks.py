@@ -43,8 +43,9 @@ def metrics() -> QualityMetrics:
 def ablation_models(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     """Both ablation variants, trained 12 steps at 32 px (4 updates each)."""
     out = tmp_path_factory.mktemp("ablation")
-    return ablation.main(["-n", "12", "--image-size", "32", "-f", str(out / "runs"), "--out", str(out),
-                          "--hyperparams", *TINY_SAC])
+    return ablation.main(
+        ["-n", "12", "--image-size", "32", "-f", str(out / "runs"), "--out", str(out), "--hyperparams", *TINY_SAC]
+    )
 
 
 def test_metrics_are_zero_or_one_on_identical_images(metrics: QualityMetrics) -> None:
@@ -61,10 +62,35 @@ def test_metrics_are_zero_or_one_on_identical_images(metrics: QualityMetrics) ->
 
 def test_quality_writes_tables_and_figures(tmp_path: Path, ablation_models: list[dict]) -> None:
     models = ["rlministyler", ablation_models[1]["model"]]
-    summary = quality.main(["--size", "32", "--pairs", "1", "--steps", "2", "--grid-steps", "1", "--strengths", "1",
-                            "--gatys-iterations", "1", "2", "--model", *models, "--out", str(tmp_path)])
-    for name in ("quality.md", "quality.csv", "quality.json", "quality_pairs.csv", "quality_tradeoff.png",
-                 "quality_grid.png"):
+    summary = quality.main(
+        [
+            "--size",
+            "32",
+            "--pairs",
+            "1",
+            "--steps",
+            "2",
+            "--grid-steps",
+            "1",
+            "--strengths",
+            "1",
+            "--gatys-iterations",
+            "1",
+            "2",
+            "--model",
+            *models,
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    for name in (
+        "quality.md",
+        "quality.csv",
+        "quality.json",
+        "quality_pairs.csv",
+        "quality_tradeoff.png",
+        "quality_grid.png",
+    ):
         assert (tmp_path / name).is_file(), name
     rows = {(r["method"], r["setting"]): r for r in summary}
     photo = rows[("content photo", "-")]
@@ -106,10 +132,26 @@ def test_export_onnx_matches_pytorch(tmp_path: Path) -> None:
 
 
 def test_speed_times_every_method_at_every_size(tmp_path: Path) -> None:
-    rows = speed.main(["--sizes", "32", "48", "--devices", "cpu", "--repeats", "2", "--budget-s", "5",
-                       "--onnx", str(tmp_path / "step.onnx"), "--out", str(tmp_path)])
-    assert {(r["method"], r["size"]) for r in rows} == {(m, s) for m in (speed.TORCH, speed.ONNX, speed.PEER)
-                                                         for s in (32, 48)}
+    rows = speed.main(
+        [
+            "--sizes",
+            "32",
+            "48",
+            "--devices",
+            "cpu",
+            "--repeats",
+            "2",
+            "--budget-s",
+            "5",
+            "--onnx",
+            str(tmp_path / "step.onnx"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert {(r["method"], r["size"]) for r in rows} == {
+        (m, s) for m in (speed.TORCH, speed.ONNX, speed.PEER) for s in (32, 48)
+    }
     assert all(r["median_s"] > 0 and r["repeats"] >= 1 and r["peak_mb"] >= 0 for r in rows)
     assert all(r["time_vs_peer"] == 1.0 for r in rows if r["method"] == speed.PEER)
     document = read_json(tmp_path / "speed.json")
@@ -119,8 +161,22 @@ def test_speed_times_every_method_at_every_size(tmp_path: Path) -> None:
 
 
 def test_train_throughput_accounts_for_the_step(tmp_path: Path) -> None:
-    rows = train_throughput.main(["--sizes", "32", "--steps", "2", "--chunk", "2", "--device", "cpu",
-                                  "--log-dir", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    rows = train_throughput.main(
+        [
+            "--sizes",
+            "32",
+            "--steps",
+            "2",
+            "--chunk",
+            "2",
+            "--device",
+            "cpu",
+            "--log-dir",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
     recomputed, shared = rows
     assert (recomputed["vgg_features"], shared["vgg_features"]) == ("recomputed", "from env")
     assert all(row["env_steps"] == 2 and row["env_steps_per_s"] > 0 for row in rows)
@@ -137,11 +193,27 @@ def test_train_throughput_accounts_for_the_step(tmp_path: Path) -> None:
 
 
 def test_compare_algorithms_trains_evaluates_and_plots(tmp_path: Path) -> None:
-    overrides = ("{style_sac: [learning_starts:5, batch_size:2], sac: [learning_starts:5, batch_size:4], "
-                 "td3: [learning_starts:5, batch_size:4], tqc: [learning_starts:5, batch_size:4], "
-                 "ppo: [n_steps:10, batch_size:10, n_epochs:1], a2c: [n_steps:5]}")
-    rows = compare_algorithms.main(["-n", "10", "--image-size", "36", "--seeds", "0", "-f", str(tmp_path / "runs"),
-                                    "--hyperparams", overrides, "--out", str(tmp_path)])
+    overrides = (
+        "{style_sac: [learning_starts:5, batch_size:2], sac: [learning_starts:5, batch_size:4], "
+        "td3: [learning_starts:5, batch_size:4], tqc: [learning_starts:5, batch_size:4], "
+        "ppo: [n_steps:10, batch_size:10, n_epochs:1], a2c: [n_steps:5]}"
+    )
+    rows = compare_algorithms.main(
+        [
+            "-n",
+            "10",
+            "--image-size",
+            "36",
+            "--seeds",
+            "0",
+            "-f",
+            str(tmp_path / "runs"),
+            "--hyperparams",
+            overrides,
+            "--out",
+            str(tmp_path),
+        ]
+    )
     by_method = {r["method"]: r for r in rows}
     assert set(ALGOS) <= set(by_method)
     assert all(by_method[a]["seeds"] == 1 and by_method[a]["status"] == "trained" for a in ALGOS)
@@ -150,25 +222,75 @@ def test_compare_algorithms_trains_evaluates_and_plots(tmp_path: Path) -> None:
     assert by_method["rlministyler (released)"]["final_style_loss"] < noop["final_style_loss"]
     assert (tmp_path / "compare_algorithms.png").is_file()
     # A second call reads the finished runs instead of training again, into files of another name.
-    again = compare_algorithms.main(["-n", "10", "--image-size", "36", "--seeds", "0", "--algos", "ppo", "--no-train",
-                                     "-f", str(tmp_path / "runs"), "--out", str(tmp_path), "--name", "ppo_only"])
-    assert again[0]["status"] == "finished run read" and again[0]["final_style_loss"] == by_method["ppo"]["final_style_loss"]
+    again = compare_algorithms.main(
+        [
+            "-n",
+            "10",
+            "--image-size",
+            "36",
+            "--seeds",
+            "0",
+            "--algos",
+            "ppo",
+            "--no-train",
+            "-f",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path),
+            "--name",
+            "ppo_only",
+        ]
+    )
+    assert (
+        again[0]["status"] == "finished run read"
+        and again[0]["final_style_loss"] == by_method["ppo"]["final_style_loss"]
+    )
     assert (tmp_path / "ppo_only.md").is_file() and (tmp_path / "ppo_only.png").is_file()
 
 
 def test_compare_algorithms_reports_runs_that_do_not_fit_memory(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(compare_algorithms, "MEMORY_FRACTION", 0.0)
-    rows = compare_algorithms.main(["-n", "10", "--image-size", "36", "--seeds", "0", "--algos", "sac",
-                                    "-f", str(tmp_path / "runs"), "--out", str(tmp_path)])
-    assert rows[0]["method"] == "sac" and rows[0]["seeds"] == 0 and rows[0]["status"].startswith("skipped: buffers need")
+    rows = compare_algorithms.main(
+        [
+            "-n",
+            "10",
+            "--image-size",
+            "36",
+            "--seeds",
+            "0",
+            "--algos",
+            "sac",
+            "-f",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert (
+        rows[0]["method"] == "sac" and rows[0]["seeds"] == 0 and rows[0]["status"].startswith("skipped: buffers need")
+    )
     assert "skipped: buffers need" in (tmp_path / "compare_algorithms.md").read_text()
 
 
 def test_compare_algorithms_stops_when_a_run_is_interrupted(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(train, "main", lambda argv: 130)  # what agents.train returns after Ctrl-C or SIGTERM
     with pytest.raises(KeyboardInterrupt, match="ppo seed 0 was interrupted"):
-        compare_algorithms.main(["-n", "10", "--image-size", "36", "--seeds", "0", "--algos", "ppo",
-                                 "-f", str(tmp_path / "runs"), "--out", str(tmp_path)])
+        compare_algorithms.main(
+            [
+                "-n",
+                "10",
+                "--image-size",
+                "36",
+                "--seeds",
+                "0",
+                "--algos",
+                "ppo",
+                "-f",
+                str(tmp_path / "runs"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
 
 
 def test_train_cli_runs_and_resumes_a_stock_algorithm(tmp_path: Path) -> None:
@@ -177,8 +299,22 @@ def test_train_cli_runs_and_resumes_a_stock_algorithm(tmp_path: Path) -> None:
     assert train.main(["--algo", "ppo", "-n", "20", "-f", str(tmp_path), "--save-freq", "10", *fast, *ppo]) == 0
     run = tmp_path / "ppo_NST-v0_1"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["rl_model_10_steps.zip", "rl_model_20_steps.zip"]
-    assert train.main(["--algo", "ppo", "--resume", str(run / "checkpoints" / "rl_model_10_steps.zip"), "-n", "30",
-                       "--save-freq", "0", *fast]) == 0
+    assert (
+        train.main(
+            [
+                "--algo",
+                "ppo",
+                "--resume",
+                str(run / "checkpoints" / "rl_model_10_steps.zip"),
+                "-n",
+                "30",
+                "--save-freq",
+                "0",
+                *fast,
+            ]
+        )
+        == 0
+    )
     assert algorithm_class("ppo").load(run / "model.zip", device="cpu").num_timesteps == 30
     with pytest.raises(SystemExit, match="trained with ppo"):
         train.main(["--algo", "sac", "--resume", str(run), *fast])

@@ -18,8 +18,17 @@ from PIL import Image
 from agents import StyleSAC, stylize, train_sac
 from benchmarks import training_report
 
-FAST = ["--image-size", "32", "--no-progress", "-v", "0",
-        "--hyperparams", "learning_starts:8", "batch_size:4", "buffer_size:100"]
+FAST = [
+    "--image-size",
+    "32",
+    "--no-progress",
+    "-v",
+    "0",
+    "--hyperparams",
+    "learning_starts:8",
+    "batch_size:4",
+    "buffer_size:100",
+]
 
 
 def test_train_sac_writes_a_complete_run_folder(tmp_path: Path) -> None:
@@ -30,7 +39,10 @@ def test_train_sac_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert config["n_timesteps"] == 24 and config["env_kwargs"]["image_size"] == 32 and config["batch_size"] == 4
     assert (run / "monitor" / "0.monitor.csv").is_file()
     assert "train/critic_loss" in (run / "logs" / "progress.csv").read_text().splitlines()[0]
-    assert sorted(p.name for p in (run / "checkpoints").glob("*.zip")) == ["rl_model_10_steps.zip", "rl_model_20_steps.zip"]
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.zip")) == [
+        "rl_model_10_steps.zip",
+        "rl_model_20_steps.zip",
+    ]
     buffers = sorted(p.name for p in (run / "checkpoints").glob("*.pkl"))
     assert buffers == ["replay_buffer_10_steps.pkl", "replay_buffer_20_steps.pkl"]  # one per checkpoint
     assert (run / "eval" / "evaluations.npz").is_file()
@@ -40,8 +52,9 @@ def test_train_sac_writes_a_complete_run_folder(tmp_path: Path) -> None:
     assert model.num_timesteps == 24
 
     # Resume from the first checkpoint: the step count continues where it stopped.
-    code = train_sac.main(["--resume", str(run / "checkpoints" / "rl_model_10_steps.zip"), "--no-progress",
-                           "-v", "0", "--eval-freq", "0"])
+    code = train_sac.main(
+        ["--resume", str(run / "checkpoints" / "rl_model_10_steps.zip"), "--no-progress", "-v", "0", "--eval-freq", "0"]
+    )
     assert code == 0
     assert StyleSAC.load(run / "model.zip", device="cpu", buffer_size=1).num_timesteps == 24
 
@@ -58,8 +71,20 @@ def test_train_sac_writes_a_complete_run_folder(tmp_path: Path) -> None:
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "agents.train_sac", "-n", "100000", "-f", str(tmp_path), "--save-freq", "1000",
-           "--eval-freq", "0", *FAST]
+    cmd = [
+        sys.executable,
+        "-m",
+        "agents.train_sac",
+        "-n",
+        "100000",
+        "-f",
+        str(tmp_path),
+        "--save-freq",
+        "1000",
+        "--eval-freq",
+        "0",
+        *FAST,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     run = tmp_path / "style_sac_NST-v0_1"
     deadline = time.time() + 120
@@ -86,12 +111,29 @@ def test_bad_hyperparameter_syntax_is_a_clear_error(tmp_path: Path) -> None:
 def test_stylize_default_model_writes_steps_strip_and_gif(tmp_path: Path) -> None:
     content = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)).save(content)
-    code = stylize.main(["--content", str(content), "--style", "starry_night", "--steps", "3", "--out", str(tmp_path / "out"),
-                         "--device", "cpu"])
+    code = stylize.main(
+        [
+            "--content",
+            str(content),
+            "--style",
+            "starry_night",
+            "--steps",
+            "3",
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["photo__starry_night.gif", "photo__starry_night_step01.png", "photo__starry_night_step02.png",
-                     "photo__starry_night_step03.png", "photo__starry_night_strip.png"]
+    assert names == [
+        "photo__starry_night.gif",
+        "photo__starry_night_step01.png",
+        "photo__starry_night_step02.png",
+        "photo__starry_night_step03.png",
+        "photo__starry_night_strip.png",
+    ]
     assert Image.open(tmp_path / "out" / "photo__starry_night_step02.png").size == (53, 37)
     assert Image.open(tmp_path / "out" / "photo__starry_night_strip.png").size == (3 * 53, 37)
     assert Image.open(tmp_path / "out" / "photo__starry_night.gif").n_frames == 3
@@ -104,8 +146,22 @@ def test_stylize_folders_process_every_pair_with_a_memory_bound(tmp_path: Path, 
     for i in range(2):
         Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(contents / f"c{i}.png")
         Image.fromarray(rng.integers(0, 255, (20, 28, 3), dtype=np.uint8)).save(styles / f"s{i}.jpg")
-    code = stylize.main(["--content", str(contents), "--style", str(styles), "--steps", "1", "--out", str(tmp_path / "o"),
-                         "--max-side", "16", "--device", "cpu"])
+    code = stylize.main(
+        [
+            "--content",
+            str(contents),
+            "--style",
+            str(styles),
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+            "--max-side",
+            "16",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     assert len(list((tmp_path / "o").glob("*_strip.png"))) == 4
     assert "processed at 16x16" in capsys.readouterr().out
@@ -123,8 +179,20 @@ def test_stylize_bad_models_give_clear_errors(tmp_path: Path, capsys, model: str
     with zipfile.ZipFile(tmp_path / "notsac", "w") as zf:
         zf.writestr("data", "{}")
     with pytest.raises(SystemExit) as exit_info:
-        stylize.main(["--model", str(tmp_path / model), "--content", "chelsea", "--style", "starry_night",
-                      "--out", str(tmp_path / "o"), "--device", "cpu"])
+        stylize.main(
+            [
+                "--model",
+                str(tmp_path / model),
+                "--content",
+                "chelsea",
+                "--style",
+                "starry_night",
+                "--out",
+                str(tmp_path / "o"),
+                "--device",
+                "cpu",
+            ]
+        )
     assert exit_info.value.code == 2 and not (tmp_path / "o").exists()
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -134,15 +202,32 @@ def test_stylize_unreadable_image_is_reported_not_raised(tmp_path: Path, capsys)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     with pytest.raises(SystemExit) as exit_info:
-        stylize.main(["--content", str(broken), "--style", "starry_night", "--steps", "1",
-                      "--out", str(tmp_path / "o"), "--device", "cpu"])
+        stylize.main(
+            [
+                "--content",
+                str(broken),
+                "--style",
+                "starry_night",
+                "--steps",
+                "1",
+                "--out",
+                str(tmp_path / "o"),
+                "--device",
+                "cpu",
+            ]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "Cannot read image" in err and len(err.strip().splitlines()) == 1
 
 
 def test_console_entry_point_help_runs() -> None:
-    out = subprocess.run([sys.executable, "-m", "agents.train_sac", "--help"], capture_output=True, text=True,
-                         env={**os.environ}, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "agents.train_sac", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        check=True,
+    ).stdout
     for flag in ("--n-timesteps", "--image-size", "--hyperparams", "--resume", "--init", "--tensorboard-log"):
         assert flag in out

@@ -91,9 +91,14 @@ def test_sb3_check_env_warns_only_about_inherent_things() -> None:
 def test_step_before_reset_and_bad_arguments() -> None:
     with pytest.raises(RuntimeError, match="reset"):
         NSTEnv(image_size=SIZE, device="cpu").step(np.zeros((3, SIZE, SIZE), np.float32))
-    for kwargs, match in [({"image_size": 8}, ">= 16"), ({"image_size": 32.0}, "integer"),
-                          ({"style_loss": "l2"}, "gram"), ({"max_episode_steps": 0}, ">= 1"),
-                          ({"render_mode": "human"}, "rgb_array"), ({"style": "no_such_painting"}, "no_such_painting")]:
+    for kwargs, match in [
+        ({"image_size": 8}, ">= 16"),
+        ({"image_size": 32.0}, "integer"),
+        ({"style_loss": "l2"}, "gram"),
+        ({"max_episode_steps": 0}, ">= 1"),
+        ({"render_mode": "human"}, "rgb_array"),
+        ({"style": "no_such_painting"}, "no_such_painting"),
+    ]:
         with pytest.raises((ValueError, FileNotFoundError), match=match):
             NSTEnv(**{"image_size": SIZE, "device": "cpu", **kwargs})
 
@@ -141,15 +146,19 @@ def test_reset_seed_is_reproducible(env: NSTEnv) -> None:
     others = [env.reset(seed=seed)[0] for seed in (1, 2, 3)]
     for key in ("moving", "style"):
         draws = [first[key]] + [o[key] for o in others]
-        assert all(not np.array_equal(a, b) for i, a in enumerate(draws) for b in draws[i + 1:]), key
+        assert all(not np.array_equal(a, b) for i, a in enumerate(draws) for b in draws[i + 1 :]), key
 
 
 def test_draws_are_random_crops_of_the_samples(env: NSTEnv) -> None:
     """reset() without options: a random SIZE crop of a sample resized to 2*SIZE (the papers' transform)."""
     obs, _ = env.reset(seed=7)
-    candidates = [chw(resize(load_image(p, max_side=4 * SIZE), 2 * SIZE, 2 * SIZE))
-                  for p in sorted(SAMPLE_STYLE_DIR.glob("*.jpg"))]
-    windows = [c[:, t:t + SIZE, left:left + SIZE] for c in candidates for t in range(SIZE + 1) for left in range(SIZE + 1)]
+    candidates = [
+        chw(resize(load_image(p, max_side=4 * SIZE), 2 * SIZE, 2 * SIZE))
+        for p in sorted(SAMPLE_STYLE_DIR.glob("*.jpg"))
+    ]
+    windows = [
+        c[:, t : t + SIZE, left : left + SIZE] for c in candidates for t in range(SIZE + 1) for left in range(SIZE + 1)
+    ]
     assert any(np.array_equal(obs["style"], w) for w in windows)
     styles = {env.reset(seed=s)[0]["style"].tobytes() for s in range(12)}
     assert len(styles) == 12
@@ -209,8 +218,12 @@ def test_style_loss_ranks_images_sensibly(env: NSTEnv) -> None:
     obs, _ = env.reset(options={"content": "chelsea", "style": "starry_night"})
     losses = {}
     blend = 0.3 * as_action(obs["moving"]) + 0.7 * as_action(obs["style"])
-    for name, action in {"style": as_action(obs["style"]), "blend": blend,
-                         "photo": as_action(obs["moving"]), "grey": np.full((3, SIZE, SIZE), 0.5, np.float32)}.items():
+    for name, action in {
+        "style": as_action(obs["style"]),
+        "blend": blend,
+        "photo": as_action(obs["moving"]),
+        "grey": np.full((3, SIZE, SIZE), 0.5, np.float32),
+    }.items():
         losses[name] = env.step(action)[4]["style_loss"]
     assert losses["style"] < losses["blend"] < losses["photo"] < losses["grey"]
 
@@ -297,8 +310,10 @@ def test_render_rgb_array() -> None:
     assert frame.shape == (SIZE, 3 * SIZE, 3) and frame.dtype == np.uint8
     obs, *_ = env.step(np.ones((3, SIZE, SIZE), np.float32))
     frame = env.render()
-    np.testing.assert_array_equal(frame[:, SIZE:2 * SIZE], obs["style"].transpose(1, 2, 0))  # content | style | moving
-    assert (frame[:, 2 * SIZE:] == 255).all() and not (frame[:, :SIZE] == 255).all()
+    np.testing.assert_array_equal(
+        frame[:, SIZE : 2 * SIZE], obs["style"].transpose(1, 2, 0)
+    )  # content | style | moving
+    assert (frame[:, 2 * SIZE :] == 255).all() and not (frame[:, :SIZE] == 255).all()
     assert NSTEnv(image_size=SIZE, device="cpu").render() is None
 
 
@@ -353,8 +368,23 @@ def test_throughput_benchmark_writes_its_results(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location("env_throughput", ROOT / "benchmarks" / "env_throughput.py")
     bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(bench)  # type: ignore[union-attr]
-    rows = bench.main(["--device", "cpu", "--sizes", "16", "24", "--steps", "4", "--warmup", "1", "--rounds", "2",
-                       "--out", str(tmp_path)])
+    rows = bench.main(
+        [
+            "--device",
+            "cpu",
+            "--sizes",
+            "16",
+            "24",
+            "--steps",
+            "4",
+            "--warmup",
+            "1",
+            "--rounds",
+            "2",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert [(r["device"], r["size"]) for r in rows] == [("cpu", 16), ("cpu", 24)]
     assert all(r["steps_per_s"] > 0 and r["floor_per_s"] > 0 and r["timed_steps"] == 4 for r in rows)
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"env_throughput.{e}" for e in ("csv", "json", "md", "png")]

@@ -15,8 +15,21 @@ from benchmarks import gpu_suite
 from nst_env.losses import pack_mean_std
 from nst_env.style_transfer import NSTEnv
 
-TINY = ["--image-size", "16", "--no-progress", "-v", "0", "--save-freq", "0", "--eval-freq", "0",
-        "--hyperparams", "learning_starts:5", "batch_size:4", "buffer_size:100"]
+TINY = [
+    "--image-size",
+    "16",
+    "--no-progress",
+    "-v",
+    "0",
+    "--save-freq",
+    "0",
+    "--eval-freq",
+    "0",
+    "--hyperparams",
+    "learning_starts:5",
+    "batch_size:4",
+    "buffer_size:100",
+]
 
 
 def test_max_minutes_stops_training_then_saves_and_draws(tmp_path: Path) -> None:
@@ -33,8 +46,23 @@ def test_max_minutes_stops_training_then_saves_and_draws(tmp_path: Path) -> None
 def run_suite(tmp_path: Path, *flags: str) -> dict:
     """The suite's dry run on the CPU at 32 px without the test stage (which would run this file again)."""
     out = tmp_path / "out"
-    code = gpu_suite.main(["--device", "cpu", "--image-size", "32", "--skip", "tests", "--eval-pairs", "1",
-                           "--out", str(out), "--work-dir", str(tmp_path / "work"), *flags])
+    code = gpu_suite.main(
+        [
+            "--device",
+            "cpu",
+            "--image-size",
+            "32",
+            "--skip",
+            "tests",
+            "--eval-pairs",
+            "1",
+            "--out",
+            str(out),
+            "--work-dir",
+            str(tmp_path / "work"),
+            *flags,
+        ]
+    )
     assert code == 0
     for name in ("gpu_suite.md", "gpu_suite.csv", "gpu_suite.json", "gpu_suite.png"):
         assert (out / name).is_file(), name

@@ -19,8 +19,20 @@ SIZE = 32
 
 @pytest.mark.parametrize(
     "name",
-    ["rgb", "gray", "gray_alpha", "rgba", "palette", "palette_transparent", "cmyk", "bmp", "gray16", "gray16_large",
-     "tiny", "one_pixel"],
+    [
+        "rgb",
+        "gray",
+        "gray_alpha",
+        "rgba",
+        "palette",
+        "palette_transparent",
+        "cmyk",
+        "bmp",
+        "gray16",
+        "gray16_large",
+        "tiny",
+        "one_pixel",
+    ],
 )
 def test_every_readable_kind_becomes_uint8_rgb(odd_images: dict[str, Path], name: str) -> None:
     with Image.open(odd_images[name]) as img:

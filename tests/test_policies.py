@@ -49,10 +49,12 @@ def test_save_load_round_trip(trained: StyleSAC, tmp_path: Path) -> None:
     assert type(loaded.policy) is type(trained.policy)
     kept = ("lr_schedule", "observation_space", "action_space")
     assert {k: v for k, v in loaded.policy._get_constructor_parameters().items() if k not in kept} == {
-        k: v for k, v in trained.policy._get_constructor_parameters().items() if k not in kept}
+        k: v for k, v in trained.policy._get_constructor_parameters().items() if k not in kept
+    }
     obs = trained.env.reset()
-    np.testing.assert_allclose(trained.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        trained.predict(obs, deterministic=True)[0], loaded.predict(obs, deterministic=True)[0], atol=1e-6
+    )
     assert torch.equal(trained.log_ent_coef, loaded.log_ent_coef)
     opt_a = trained.policy.generative_optimizer.state_dict()["state"]
     opt_b = loaded.policy.generative_optimizer.state_dict()["state"]

@@ -15,8 +15,21 @@ import numpy as np
 from agents import StyleSAC, train_sac
 from agents.checkpoints import buffer_path, checkpoint_problem, latest_checkpoint
 
-FLAGS = ["--image-size", "16", "--save-freq", "5", "--eval-freq", "0", "--no-progress", "-v", "0",
-         "--hyperparams", "learning_starts:5", "batch_size:2", "buffer_size:100"]
+FLAGS = [
+    "--image-size",
+    "16",
+    "--save-freq",
+    "5",
+    "--eval-freq",
+    "0",
+    "--no-progress",
+    "-v",
+    "0",
+    "--hyperparams",
+    "learning_starts:5",
+    "batch_size:2",
+    "buffer_size:100",
+]
 
 
 def read_buffer(path: Path) -> object:
@@ -26,8 +39,13 @@ def read_buffer(path: Path) -> object:
 
 def test_kill_during_a_save_then_resume_continues_with_the_matching_buffer(tmp_path: Path, capsys) -> None:
     command = [sys.executable, "-m", "agents.train_sac", "-n", "30", "-f", str(tmp_path), *FLAGS]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     checkpoints = tmp_path / "style_sac_NST-v0_1" / "checkpoints"
     saving = False
     deadline = time.time() + 240
@@ -48,7 +66,7 @@ def test_kill_during_a_save_then_resume_continues_with_the_matching_buffer(tmp_p
     steps = int(newest.stem.split("_")[2])
     saved = read_buffer(buffer_path(newest))
     assert saved.pos == steps - 1  # the transition of the step that triggered the save is stored after it
-    assert saved.observations["moving"][: saved.pos].any() and not saved.observations["moving"][saved.pos:].any()
+    assert saved.observations["moving"][: saved.pos].any() and not saved.observations["moving"][saved.pos :].any()
 
     # A copy cut short that looks newer is skipped with a warning.
     (checkpoints / "rl_model_999_steps.zip").write_bytes(newest.read_bytes()[:1000])

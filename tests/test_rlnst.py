@@ -120,9 +120,29 @@ def test_train_sac_config_pins_the_style_and_the_env_kwargs() -> None:
 
 
 def test_train_sac_from_a_released_single_style_model(tmp_path: Path) -> None:
-    code = train_sac.main(["--init", "rlnst:blue_swirls", "-n", "10", "-f", str(tmp_path), "--save-freq", "0",
-                           "--eval-freq", "0", "--image-size", "32", "--no-progress", "-v", "0",
-                           "--hyperparams", "learning_starts:8", "batch_size:2", "buffer_size:20"])
+    code = train_sac.main(
+        [
+            "--init",
+            "rlnst:blue_swirls",
+            "-n",
+            "10",
+            "-f",
+            str(tmp_path),
+            "--save-freq",
+            "0",
+            "--eval-freq",
+            "0",
+            "--image-size",
+            "32",
+            "--no-progress",
+            "-v",
+            "0",
+            "--hyperparams",
+            "learning_starts:8",
+            "batch_size:2",
+            "buffer_size:20",
+        ]
+    )
     assert code == 0
     run = tmp_path / "style_sac_NST-v0_1"
     assert isinstance(StyleSAC.load(run / "model.zip", device="cpu", buffer_size=1).policy, RLNSTPolicy)
@@ -130,8 +150,22 @@ def test_train_sac_from_a_released_single_style_model(tmp_path: Path) -> None:
 
 
 def test_stylize_single_style_model_needs_no_style(tmp_path: Path, capsys) -> None:
-    code = stylize.main(["--model", "rlnst:maxresdefault", "--content", "chelsea", "--steps", "2", "--max-side", "48",
-                         "--out", str(tmp_path), "--device", "cpu"])
+    code = stylize.main(
+        [
+            "--model",
+            "rlnst:maxresdefault",
+            "--content",
+            "chelsea",
+            "--steps",
+            "2",
+            "--max-side",
+            "48",
+            "--out",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     assert (tmp_path / "chelsea__maxresdefault_step02.png").is_file()
     with pytest.raises(SystemExit) as exit_info:

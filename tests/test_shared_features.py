@@ -27,11 +27,16 @@ def count_vgg_images(model: StyleSAC) -> list[int]:
 def recomputed(model: StyleSAC, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The agent's own VGG-19 targets of the first ``n`` stored observations (all envs)."""
     buffer = model.replay_buffer
-    images = {k: torch.from_numpy(buffer.observations[k][:n].reshape(-1, 3, SIZE, SIZE)).float() / 255 for k in ("moving", "style")}
+    images = {
+        k: torch.from_numpy(buffer.observations[k][:n].reshape(-1, 3, SIZE, SIZE)).float() / 255
+        for k in ("moving", "style")
+    }
     layers = model.policy.vgg_layers
     with torch.no_grad():
         content = model.vgg(images["moving"], layers)[model.policy.content_layer]
-        style = pack_mean_std(style_statistics(model.vgg(images["style"], layers), "meanstd", model.policy.style_layers))
+        style = pack_mean_std(
+            style_statistics(model.vgg(images["style"], layers), "meanstd", model.policy.style_layers)
+        )
     return content, style
 
 

@@ -73,8 +73,15 @@ def test_logger_records_the_losses(tmp_path) -> None:
     model.set_logger(configure(str(tmp_path), ["csv"]))
     model.learn(30, log_interval=1)
     header = (tmp_path / "progress.csv").read_text().splitlines()[0].split(",")
-    for key in ("train/critic_loss", "train/actor_loss", "train/ent_coef", "train/content_loss",
-                "train/style_loss", "train/contrastive_loss", "rollout/ep_rew_mean"):
+    for key in (
+        "train/critic_loss",
+        "train/actor_loss",
+        "train/ent_coef",
+        "train/content_loss",
+        "train/style_loss",
+        "train/contrastive_loss",
+        "rollout/ep_rew_mean",
+    ):
         assert key in header
 
 
@@ -89,7 +96,8 @@ def test_a_model_saved_before_policies_became_a_package_loads(tmp_path: Path) ->
     assert pickle.loads(pickled_class) is MiniStylerPolicy
     env = make_vec_env("nst_env:NST-v0", n_envs=1, seed=0, env_kwargs={"image_size": 16, "device": "cpu"})
     StyleSAC("MiniStylerPolicy", env, **{**FAST, "learning_starts": 4, "batch_size": 2, "buffer_size": 16}).save(
-        tmp_path / "today.zip")
+        tmp_path / "today.zip"
+    )
     with zipfile.ZipFile(tmp_path / "today.zip") as today, zipfile.ZipFile(tmp_path / "old.zip", "w") as old:
         for item in today.infolist():
             old.writestr(item, old_data if item.filename == "data" else today.read(item.filename))

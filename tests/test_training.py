@@ -99,7 +99,10 @@ def test_defaults_are_on_the_latent_scale() -> None:
 
 # ----------------------------------------------------------------------------- options
 def test_residual_builder_starts_from_the_photo_at_the_target_entropy() -> None:
-    kwargs = {"residual_builder": True, "initial_log_scale": DEFAULT_TARGET_ENTROPY - 0.5 * math.log(2 * math.pi * math.e)}
+    kwargs = {
+        "residual_builder": True,
+        "initial_log_scale": DEFAULT_TARGET_ENTROPY - 0.5 * math.log(2 * math.pi * math.e),
+    }
     model = StyleSAC("MiniStylerPolicy", make_env(), policy_kwargs=kwargs, **FAST)
     obs = model.env.reset()
     image, _ = model.predict(obs, deterministic=False)
@@ -139,8 +142,13 @@ def test_generative_losses_see_the_env_image() -> None:
 def generative_style_loss_after(updates: int, learning_rate: float, flip: bool = False) -> tuple[float, float]:
     """The generative style loss on a fixed replayed batch before and after ``updates`` generative updates
     (control off, so only this loss drives the networks); ``flip`` ascends the loss instead."""
-    model = StyleSAC("MiniStylerPolicy", make_env(), control_learning=False, learning_rate=learning_rate,
-                     **{**FAST, "buffer_size": 8, "learning_starts": 8, "batch_size": 8})
+    model = StyleSAC(
+        "MiniStylerPolicy",
+        make_env(),
+        control_learning=False,
+        learning_rate=learning_rate,
+        **{**FAST, "buffer_size": 8, "learning_starts": 8, "batch_size": 8},
+    )
     model.learn(8)  # a full buffer of 8 transitions: every batch is the same 8 states
     if flip:
         loss_of = model.policy.generative_loss

@@ -58,8 +58,15 @@ def images(n: int = 2, size: int = 32, seed: int = 0) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------- network
 @pytest.mark.parametrize(
     ("layers", "n_convs"),
-    [(("relu1_1",), 1), (("relu2_1", "relu1_1"), 3), (("relu3_1",), 5), (("relu1_1", "relu4_1"), 9),
-     (("relu4_3",), 11), (("relu5_1",), 13), (LAYERS, 16)],
+    [
+        (("relu1_1",), 1),
+        (("relu2_1", "relu1_1"), 3),
+        (("relu3_1",), 5),
+        (("relu1_1", "relu4_1"), 9),
+        (("relu4_3",), 11),
+        (("relu5_1",), 13),
+        (LAYERS, 16),
+    ],
 )
 def test_only_the_convolutions_up_to_the_deepest_layer_are_built(layers: tuple[str, ...], n_convs: int) -> None:
     net = VGG19Features(layers)
@@ -75,8 +82,15 @@ def test_the_env_losses_build_only_what_they_need() -> None:
 def test_returned_layers_and_shapes(packaged_vgg: VGG19Features) -> None:
     feats = packaged_vgg(images(2, 32))
     assert list(feats) == list(packaged_vgg.layers)
-    expected = {"relu1_1": (64, 32), "relu1_2": (64, 32), "relu2_1": (128, 16), "relu2_2": (128, 16),
-                "relu3_1": (256, 8), "relu4_1": (512, 4), "relu5_1": (512, 2)}
+    expected = {
+        "relu1_1": (64, 32),
+        "relu1_2": (64, 32),
+        "relu2_1": (128, 16),
+        "relu2_2": (128, 16),
+        "relu3_1": (256, 8),
+        "relu4_1": (512, 4),
+        "relu5_1": (512, 2),
+    }
     for name, (channels, side) in expected.items():
         assert feats[name].shape == (2, channels, side, side), name
         assert feats[name].min() >= 0  # ReLU outputs
@@ -85,8 +99,9 @@ def test_returned_layers_and_shapes(packaged_vgg: VGG19Features) -> None:
 
 def test_a_subset_runs_only_as_deep_as_needed(packaged_vgg: VGG19Features) -> None:
     calls = []
-    hooks = [conv.register_forward_hook(lambda m, i, o, k=k: calls.append(k))
-             for k, conv in enumerate(packaged_vgg.convs)]
+    hooks = [
+        conv.register_forward_hook(lambda m, i, o, k=k: calls.append(k)) for k, conv in enumerate(packaged_vgg.convs)
+    ]
     try:
         feats = packaged_vgg(images(1, 32), layers=["relu2_1"])
     finally:

@@ -32,8 +32,16 @@ FRAMES, STEPS = 3, 2
 
 
 def make_env(**kwargs) -> gym.Env:
-    return gym.make("NSTVideo-v0", image_size=SIZE, frames_per_episode=FRAMES, steps_per_frame=STEPS,
-                    style="starry_night", style_loss="gram", device="cpu", **kwargs)
+    return gym.make(
+        "NSTVideo-v0",
+        image_size=SIZE,
+        frames_per_episode=FRAMES,
+        steps_per_frame=STEPS,
+        style="starry_night",
+        style_loss="gram",
+        device="cpu",
+        **kwargs,
+    )
 
 
 def write_avi(path: Path, frames: list[np.ndarray], fps: float = 12.0) -> Path:
@@ -212,8 +220,11 @@ def video_model(env: gym.Env, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_video_policy_learns_and_round_trips(video_model: Path, env: gym.Env) -> None:
     loaded = StyleSAC.load(video_model, env=env, device="cpu")
     assert isinstance(loaded.policy, RLNSTVideoPolicy) and loaded.policy.temporal_weight == 100.0
-    assert sum(p.numel() for p in loaded.policy.actor.parameters()) + sum(
-        p.numel() for p in loaded.policy.builder.parameters()) == 622_905
+    assert (
+        sum(p.numel() for p in loaded.policy.actor.parameters())
+        + sum(p.numel() for p in loaded.policy.builder.parameters())
+        == 622_905
+    )
     obs, _ = env.reset(seed=0)
     image, _ = loaded.predict(obs, deterministic=True)
     assert image.shape == (3, SIZE, SIZE)
@@ -224,8 +235,19 @@ def test_video_policy_learns_and_round_trips(video_model: Path, env: gym.Env) ->
 @pytest.mark.parametrize("model", ["rlnst:blue_swirls", "video", "rlministyler"])
 def test_stylize_video_end_to_end(tmp_path: Path, video_model: Path, model: str) -> None:
     source = write_avi(tmp_path / "clip.avi", translated_video(n=5, shift=1), fps=12.0)
-    args = ["--model", str(video_model) if model == "video" else model, "--video", str(source), "--steps", "1", "3",
-            "--out", str(tmp_path / "out"), "--device", "cpu"]
+    args = [
+        "--model",
+        str(video_model) if model == "video" else model,
+        "--video",
+        str(source),
+        "--steps",
+        "1",
+        "3",
+        "--out",
+        str(tmp_path / "out"),
+        "--device",
+        "cpu",
+    ]
     assert stylize.main(args + (["--style", "starry_night"] if model == "rlministyler" else [])) == 0
     outputs = sorted((tmp_path / "out").iterdir())
     assert [p.name.split("_step")[1] for p in outputs] == ["01.avi", "03.avi"]

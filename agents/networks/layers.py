@@ -48,9 +48,7 @@ class ReflectConv2d(nn.Conv2d):
     default; the released *weights* are unaffected).
     """
 
-    def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1) -> None:
         super().__init__(
             in_channels,
             out_channels,

@@ -92,9 +92,7 @@ RLNST_BUILDER_KEY_MAP: dict[str, str] = {
 }
 
 
-def rename_keys(
-    state_dict: Mapping[str, torch.Tensor], key_map: Mapping[str, str]
-) -> dict[str, torch.Tensor]:
+def rename_keys(state_dict: Mapping[str, torch.Tensor], key_map: Mapping[str, str]) -> dict[str, torch.Tensor]:
     """Rename ``<module>.<parameter>`` keys whose module is in ``key_map``; other keys are kept.
 
     :param state_dict: a state dict.

@@ -65,7 +65,13 @@ class FeatureReplayBuffer(DictReplayBuffer):
         handle_timeout_termination: bool = True,
     ) -> None:
         super().__init__(
-            buffer_size, observation_space, action_space, device, n_envs, optimize_memory_usage, handle_timeout_termination
+            buffer_size,
+            observation_space,
+            action_space,
+            device,
+            n_envs,
+            optimize_memory_usage,
+            handle_timeout_termination,
         )
         if set(feature_shapes) != set(FEATURE_KEYS):
             raise ValueError(f"feature_shapes needs the keys {sorted(FEATURE_KEYS)}, got {sorted(feature_shapes)}.")

@@ -201,7 +201,9 @@ class StyleSAC(OffPolicyAlgorithm):
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-        self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs)
+        self.policy = self.policy_class(
+            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
+        )
         self.policy = self.policy.to(self.device)
         self.latent_space = self.policy.latent_space()
         self.vgg = VGG19Features(self.policy.vgg_layers, weights=self.vgg_weights, device=self.device)
@@ -213,8 +215,10 @@ class StyleSAC(OffPolicyAlgorithm):
             )
             available = psutil.virtual_memory().available
             if self.verbose >= 1:
-                print(f"Replay buffer: {self.buffer_size} x {self.n_envs} transitions need {need / 2**30:.2f} GiB "
-                      f"(available: {available / 2**30:.1f} GiB).")
+                print(
+                    f"Replay buffer: {self.buffer_size} x {self.n_envs} transitions need {need / 2**30:.2f} GiB "
+                    f"(available: {available / 2**30:.1f} GiB)."
+                )
             if need > 0.9 * available:
                 raise MemoryError(
                     f"The replay buffer needs {need / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB are "
@@ -356,8 +360,14 @@ class StyleSAC(OffPolicyAlgorithm):
                 with torch.no_grad(), self._autocast():
                     next_sample = self.policy.sample(next_obs)
                     next_q = self.policy.q_values(next_obs, next_sample.latent, target=True).float().min(dim=0).values
-                    target_q = soft_bellman_target(data.rewards.view(-1), data.dones.view(-1), next_q,
-                                                   next_sample.log_prob.float(), alpha, self.gamma)
+                    target_q = soft_bellman_target(
+                        data.rewards.view(-1),
+                        data.dones.view(-1),
+                        next_q,
+                        next_sample.log_prob.float(),
+                        alpha,
+                        self.gamma,
+                    )
                 with self._autocast():
                     current_q = self.policy.q_values(obs, latents).float()
                 critic_loss = 0.5 * sum(F.mse_loss(q, target_q) for q in current_q)
@@ -438,7 +448,14 @@ class StyleSAC(OffPolicyAlgorithm):
 
     # ------------------------------------------------------------------ saving
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "vgg", "grad_scaler", "latent_space", "_last_features", "_sharing_features"]
+        return [
+            *super()._excluded_save_params(),
+            "vgg",
+            "grad_scaler",
+            "latent_space",
+            "_last_features",
+            "_sharing_features",
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.actor.optimizer", "policy.critic.optimizer", "policy.generative_optimizer"]
@@ -455,4 +472,3 @@ class StyleSAC(OffPolicyAlgorithm):
         """
         self.policy.load_released(name)
         return self
-

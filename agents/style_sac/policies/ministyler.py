@@ -139,8 +139,10 @@ class MiniStylerPolicy(ActorBuilderPolicy):
         :raises ValueError: for a policy with ``residual_builder=True`` (the released builder is not residual).
         """
         if self.residual_builder:
-            raise ValueError("the released RLMiniStyler builder is not residual: make the policy with "
-                             "residual_builder=False to load it.")
+            raise ValueError(
+                "the released RLMiniStyler builder is not residual: make the policy with "
+                "residual_builder=False to load it."
+            )
         load_ministyler_pretrained(self.actor, self.builder, None if name == "rlministyler" else name)
 
     # ----------------------------------------------------------------- acting

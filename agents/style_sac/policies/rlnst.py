@@ -93,8 +93,8 @@ class RLNSTPolicy(ActorBuilderPolicy):
         if "content" in missing:
             message += (
                 " RL-NST's content loss compares with the original content photo: make the env with "
-                "observe_content=True, e.g. gym.make(\"NST-v0\", style=..., observe_content=True, "
-                "style_loss=\"gram\")."
+                'observe_content=True, e.g. gym.make("NST-v0", style=..., observe_content=True, '
+                'style_loss="gram").'
             )
         return message
 
@@ -157,8 +157,9 @@ class RLNSTPolicy(ActorBuilderPolicy):
         layer = CONTENT_LAYER["gram"]
         with torch.no_grad():
             ref = vgg(torch.cat([images["content"], images["style"]]), self.vgg_layers)
-            target = style_statistics({k: v[n:].repeat(repeats, 1, 1, 1) for k, v in ref.items()}, "gram",
-                                      STYLE_LAYERS["gram"])
+            target = style_statistics(
+                {k: v[n:].repeat(repeats, 1, 1, 1) for k, v in ref.items()}, "gram", STYLE_LAYERS["gram"]
+            )
         feats = vgg(outputs, self.vgg_layers)
         terms = {
             "content_loss": content_loss(feats[layer], ref[layer][:n].repeat(repeats, 1, 1, 1)),

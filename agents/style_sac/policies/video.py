@@ -164,7 +164,7 @@ class RLNSTVideoPolicy(RLNSTPolicy):
     def missing_keys_message(self, missing: Collection[str]) -> str:
         return (
             f"{type(self).__name__} needs the observation of NSTVideo-v0 ({list(self.required_keys)}); missing: "
-            f"{list(missing)}. Use gym.make(\"NSTVideo-v0\", style=..., style_loss=\"gram\")."
+            f'{list(missing)}. Use gym.make("NSTVideo-v0", style=..., style_loss="gram").'
         )
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
