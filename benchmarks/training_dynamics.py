@@ -167,10 +167,14 @@ def stepwise(pairs_csv: Path) -> dict[str, dict[int, dict[str, float]]]:
 
 
 def dominance(run: dict[int, dict[str, float]], released: dict[int, dict[str, float]]) -> dict[str, Any]:
-    """The run's style ratio at the released model's SSIM of :data:`DOMINANCE_STEPS`, and whether it is lower
-    at all of them."""
+    """The run's step-wise property (SSIM at step 1; style falling and content rising from step 1 to 5), its
+    style ratio at the released model's SSIM of :data:`DOMINANCE_STEPS`, and whether it is lower at all of them."""
     points = [(v["ssim"], v["style_ratio"]) for v in run.values()]
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {
+        "ssim_step1": run[1]["ssim"],
+        "style_falls_1_to_5": run[5]["style_ratio"] < run[1]["style_ratio"],
+        "content_rises_1_to_5": run[5]["content_loss"] > run[1]["content_loss"],
+    }
     for step in DOMINANCE_STEPS:
         out[f"style_at_released_ssim_step{step}"] = interpolate_style(points, released[step]["ssim"])
     out["dominates_released"] = all(
@@ -328,7 +332,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             + ", ".join(f"{released[s]['style_ratio']:.3f} at SSIM {released[s]['ssim']:.3f}" for s in DOMINANCE_STEPS)
             + "); empty where the run's curve does not reach that SSIM",
             runs_table,
-            ["setting", "seed", *(f"style_at_released_ssim_step{s}" for s in DOMINANCE_STEPS), "dominates_released"],
+            ["setting", "seed", "ssim_step1", "style_falls_1_to_5", "content_rises_1_to_5",
+             *(f"style_at_released_ssim_step{s}" for s in DOMINANCE_STEPS), "dominates_released"],
         )],
     ).write(args.out)
     return rows
