@@ -18,6 +18,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from agents.cli import cli_main
 from nst_env.images import scan_folder
 
 #: The corpus' sub-folders: content photos and style images.
@@ -82,6 +83,7 @@ def materialise(split: dict[str, dict[str, list[Path]]], root: Path, out: Path) 
     return path
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.corpus ROOT --out DIR``: split the corpus and write the link folders."""
     p = argparse.ArgumentParser(

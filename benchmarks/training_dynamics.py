@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.cli import cli_main, int_range
 from benchmarks import quality
 from benchmarks.common import Report, benchmark_parser, configure_torch, machine_info, pyplot, save_figure, settings_of
 from benchmarks.training_report import read_progress
@@ -125,9 +126,14 @@ def run_folder(runs: Path, name: str, seed: int) -> Path:
     return runs / f"{name}_seed{seed}"
 
 
-def trained_model(folder: Path) -> Path | None:
-    """The finished ``model.zip`` in a log folder, if any."""
-    models = sorted(folder.glob("*/model.zip"))
+def trained_model(folder: Path, at_step: int | None = None) -> Path | None:
+    """The finished ``model.zip`` in a log folder, or its checkpoint at env step ``at_step``, if any.
+
+    :param folder: a run's log folder.
+    :param at_step: take ``checkpoints/rl_model_<at_step>_steps.zip`` (a smaller budget of the same run).
+    """
+    pattern = "*/model.zip" if at_step is None else f"*/checkpoints/rl_model_{at_step}_steps.zip"
+    models = sorted(folder.glob(pattern))
     return models[-1] if models else None
 
 
@@ -199,10 +205,14 @@ def stepwise(pairs_csv: Path) -> dict[str, dict[int, dict[str, float]]]:
 
 
 def dominance(run: dict[int, dict[str, float]], released: dict[int, dict[str, float]]) -> dict[str, Any]:
-    """The run's style ratio at the released model's SSIM of :data:`DOMINANCE_STEPS`, and whether it is lower
-    at all of them."""
+    """The run's step-wise property (SSIM at step 1; style falling and content rising from step 1 to 5), its
+    style ratio at the released model's SSIM of :data:`DOMINANCE_STEPS`, and whether it is lower at all of them."""
     points = [(v["ssim"], v["style_ratio"]) for v in run.values()]
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {
+        "ssim_step1": run[1]["ssim"],
+        "style_falls_1_to_5": run[5]["style_ratio"] < run[1]["style_ratio"],
+        "content_rises_1_to_5": run[5]["content_loss"] > run[1]["content_loss"],
+    }
     for step in DOMINANCE_STEPS:
         out[f"style_at_released_ssim_step{step}"] = interpolate_style(points, released[step]["ssim"])
     out["dominates_released"] = all(
@@ -287,11 +297,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=24, help="held-out content/style pairs")
     p.add_argument("--pair-seed", type=int, default=0, help="seed of the pair draw")
     p.add_argument("--size", type=int, default=256, help="evaluation size (content and style resized to it)")
-    p.add_argument("--steps", type=int, default=10, help="stylisation steps")
+    p.add_argument(
+        "--steps",
+        type=int_range(max(DOMINANCE_STEPS)),
+        default=10,
+        help=f"stylisation steps (at least {max(DOMINANCE_STEPS)}, the dominance test's last)",
+    )
     p.add_argument("--name", default="training_dynamics", help="stem of the output files")
+    p.add_argument(
+        "--at-step",
+        type=int_range(1),
+        default=None,
+        help="evaluate each run's checkpoint at this env step instead of its final model",
+    )
     return p.parse_args(argv)
 
 
+@cli_main
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Train what is missing (``--train``), evaluate every run and the released model, write the report."""
     args = parse_args(argv)
@@ -299,10 +321,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.train:
         with ThreadPoolExecutor(max(1, args.workers)) as pool:
             list(pool.map(lambda job: train(*job, args.runs, args.data, args.train_threads), jobs))
-    models = {f"{name}_seed{seed}": trained_model(run_folder(args.runs, name, seed)) for name, seed in jobs}
+    models = {
+        f"{name}_seed{seed}": trained_model(run_folder(args.runs, name, seed), args.at_step) for name, seed in jobs
+    }
     missing = [label for label, model in models.items() if model is None]
     if missing:
-        raise SystemExit(f"No trained model for {', '.join(missing)}: run with --train.")
+        what = "trained model" if args.at_step is None else f"checkpoint at step {args.at_step}"
+        raise SystemExit(f"No {what} for {', '.join(missing)}: run with --train.")
     configure_torch(args.threads)
     links = args.runs / "models"  # benchmarks.quality labels a model by its file name
     links.mkdir(parents=True, exist_ok=True)
@@ -362,7 +387,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             by_setting.setdefault(name, {})[step] = row
     plot_tradeoff(by_setting, args.out / f"{args.name}_tradeoff.png", args.size)
     plot_curves(
-        {label: Path(model).parent for label, model in models.items()},  # type: ignore[arg-type]
+        {label: Path(model).parents[0 if args.at_step is None else 1] for label, model in models.items()},  # type: ignore[arg-type]
         args.out / f"{args.name}_curves.png",
     )
     Report(
@@ -397,6 +422,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 f"{SETTINGS[name].image_size} px; `{' '.join(SETTINGS[name].command(0, Path('RUN'), args.data)[1:])}`"
                 for name in args.settings
             ),
+            *(
+                [
+                    f"Evaluated at env step {args.at_step} of each run (its checkpoint: {args.at_step} minus the "
+                    "setting's learning_starts updates), not at the end of the budget above."
+                ]
+                if args.at_step
+                else []
+            ),
         ],
         extra_tables=[
             (
@@ -411,6 +444,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 [
                     "setting",
                     "seed",
+                    "ssim_step1",
+                    "style_falls_1_to_5",
+                    "content_rises_1_to_5",
                     *(f"style_at_released_ssim_step{s}" for s in DOMINANCE_STEPS),
                     "dominates_released",
                 ],

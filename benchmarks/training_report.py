@@ -43,8 +43,11 @@ def read_progress(run_dir: Path) -> pd.DataFrame:
     """A run's logged metrics, every session's ``logs/progress*.csv`` (a resumed run adds one), by env step.
 
     :param run_dir: the run folder.
+    :return: the metrics, empty when nothing was logged yet (SB3 logs every ``log_interval`` episodes).
     """
     logs = [f for f in (run_dir / "logs").glob("progress*.csv") if f.stat().st_size > 0]
+    if not logs:
+        return pd.DataFrame(columns=["time/total_timesteps"])
     return pd.concat([pd.read_csv(f) for f in logs]).sort_values("time/total_timesteps")
 
 

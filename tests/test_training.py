@@ -92,6 +92,7 @@ def test_defaults_are_on_the_latent_scale() -> None:
     model = StyleSAC("MiniStylerPolicy", make_env(), **FAST)
     assert model.target_entropy == DEFAULT_TARGET_ENTROPY == -4.25
     assert float(model.log_ent_coef.exp()) == pytest.approx(1e-3)
+    model.learn(10)  # two updates: the learning-rate schedule must leave the temperature's rate alone
     assert model.ent_coef_optimizer.param_groups[0]["lr"] == pytest.approx(3e-3)
     with pytest.raises(ValueError, match="target_entropy"):
         StyleSAC("MiniStylerPolicy", make_env(), target_entropy="automatic", **FAST)

@@ -419,11 +419,12 @@ class StyleSAC(OffPolicyAlgorithm):
             self.logger.record(f"train/{key}", float(np.mean(values)))
 
     def _update_optimizer_learning_rates(self) -> None:
-        """Follow the learning-rate schedule, keeping the actor at ``actor_lr_ratio`` of it."""
+        """Follow the learning-rate schedule, keeping the actor at ``actor_lr_ratio`` of it (the temperature
+        keeps its own constant ``ent_coef_lr``)."""
         lr = self.lr_schedule(self._current_progress_remaining)
         self.logger.record("train/learning_rate", lr)
         ratio = self.policy.actor_lr_ratio
-        for optimizer in [*self.policy.optimizers, *([self.ent_coef_optimizer] if self.ent_coef_optimizer else [])]:
+        for optimizer in self.policy.optimizers:
             for group in optimizer.param_groups:
                 is_actor = optimizer is self.policy.actor.optimizer or group.get("actor", False)
                 group["lr"] = lr * ratio if is_actor else lr
