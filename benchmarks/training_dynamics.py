@@ -104,6 +104,14 @@ SETTINGS: dict[str, Setting] = {
         ("ent_coef:auto", "target_entropy:-1.0", "ent_coef_lr:2.0e-4", "policy_kwargs.loss_on_env_image:false"),
     ),
     "finetune_default": Setting("fine-tune, defaults", 128, 300, 60, RELEASED),
+    "finetune_raw_output_losses": Setting(
+        "fine-tune, defaults but losses on the raw builder output",
+        128,
+        300,
+        60,
+        RELEASED,
+        ("policy_kwargs.loss_on_env_image:false",),
+    ),
     "finetune_critic_style": Setting(
         "fine-tune, defaults + critics see the style", 128, 300, 60, RELEASED, ("policy_kwargs.critic_style:true",)
     ),
