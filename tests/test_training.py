@@ -130,13 +130,15 @@ def test_critics_can_read_the_style() -> None:
     assert q.shape == (2, 1) and not torch.allclose(q, q_other_style)
 
 
-def test_generative_losses_see_the_env_image() -> None:
-    model = StyleSAC("MiniStylerPolicy", make_env(), **FAST)
+def test_generative_losses_can_see_the_env_image() -> None:
+    model = StyleSAC("MiniStylerPolicy", make_env(), policy_kwargs={"loss_on_env_image": True}, **FAST)
     raw = torch.tensor([-0.5, 0.3, 0.5004, 1.7], requires_grad=True)
     seen = model.policy.env_image(raw)
     torch.testing.assert_close(seen, torch.tensor([0.0, round(0.3 * 255) / 255, 128 / 255, 1.0]))
     seen.sum().backward()
     torch.testing.assert_close(raw.grad, torch.ones(4))  # straight through: a saturated output is not stuck
+    default = StyleSAC("MiniStylerPolicy", make_env(), **FAST).policy
+    assert default.env_image(raw) is raw  # off by default: the raw output, as the released code
 
 
 # ----------------------------------------------------------------------------- learning

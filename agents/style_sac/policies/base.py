@@ -83,7 +83,9 @@ class ActorBuilderPolicy(BasePolicy):
         value progress per style; the papers' critics see the moving image only (``False``).
     :param loss_on_env_image: compute the generative losses on the image the env sees (clamped to
         ``[0, 1]`` and quantised to uint8, with a straight-through gradient) rather than the raw builder
-        output.
+        output (``False``, the released code's way). Off by default: in side-by-side fine-tunes from the
+        released weights it let the outputs run out of range unchecked and the model degrade within 200
+        updates (README, "Training settings side by side").
     :param optimizer_class: the optimizer (Adam).
     :param optimizer_kwargs: extra optimizer arguments.
     """
@@ -118,7 +120,7 @@ class ActorBuilderPolicy(BasePolicy):
         adam_betas: tuple[float, float] = (0.5, 0.9),
         latent_dtype: str = "float32",
         critic_style: bool = False,
-        loss_on_env_image: bool = True,
+        loss_on_env_image: bool = False,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
