@@ -325,6 +325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     """Train what is missing (``--train``), evaluate every run and the released model, write the report."""
     args = parse_args(argv)
+    machine = machine_info(args.device)  # before training and evaluation: its load average is the start's
     jobs = [(name, seed) for name in args.settings for seed in args.seeds]
     if args.train:
         with ThreadPoolExecutor(max(1, args.workers)) as pool:
@@ -413,7 +414,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         ],
         rows=rows,
         settings=settings_of(args),
-        machine=machine_info(args.device),
+        machine=machine,
         notes=[
             (
                 f"{args.pairs} content/style pairs drawn (seed {args.pair_seed}) from the evaluation split of "
