@@ -350,7 +350,6 @@ class StyleSAC(OffPolicyAlgorithm):
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)  # type: ignore[union-attr]
             obs = self.policy.images(data.observations)  # type: ignore[arg-type]
-            next_obs = self.policy.images(data.next_observations)  # type: ignore[arg-type]
             latents = data.actions.float().view(-1, *self.latent_space.shape)  # SB3 stores flat actions
             alpha = self.log_ent_coef.exp().detach() if self.log_ent_coef is not None else self.ent_coef_tensor
             log_prob: torch.Tensor | None = None  # the update's freshest log pi(a|s), for the temperature
@@ -358,6 +357,7 @@ class StyleSAC(OffPolicyAlgorithm):
             # 1. Critic: soft Bellman residual with clipped double-Q targets.
             if self.control_learning:
                 with torch.no_grad(), self._autocast():
+                    next_obs = self.policy.images(data.next_observations)  # type: ignore[arg-type]
                     next_sample = self.policy.sample(next_obs)
                     next_q = self.policy.q_values(next_obs, next_sample.latent, target=True).float().min(dim=0).values
                     target_q = soft_bellman_target(
