@@ -104,13 +104,21 @@ SETTINGS: dict[str, Setting] = {
         ("ent_coef:auto", "target_entropy:-1.0", "ent_coef_lr:2.0e-4", "policy_kwargs.loss_on_env_image:false"),
     ),
     "finetune_default": Setting("fine-tune, defaults", 128, 300, 60, RELEASED),
-    "finetune_raw_output_losses": Setting(
-        "fine-tune, defaults but losses on the raw builder output",
+    "finetune_env_image_losses": Setting(
+        "fine-tune, defaults but losses on the env's (clamped, quantised) image",
         128,
         300,
         60,
         RELEASED,
-        ("policy_kwargs.loss_on_env_image:false",),
+        ("policy_kwargs.loss_on_env_image:true",),
+    ),
+    "finetune_loss_weight_lr": Setting(
+        "fine-tune, defaults + loss weights learned at 1e-2",
+        128,
+        300,
+        60,
+        RELEASED,
+        ("policy_kwargs.loss_weight_lr:1.0e-2",),
     ),
     "finetune_critic_style": Setting(
         "fine-tune, defaults + critics see the style", 128, 300, 60, RELEASED, ("policy_kwargs.critic_style:true",)
@@ -125,6 +133,14 @@ SETTINGS: dict[str, Setting] = {
     ),
     "scratch_residual_builder": Setting(
         "from scratch, residual builder (defaults)", 64, 1500, 100, None, ("policy_kwargs.residual_builder:true",)
+    ),
+    "scratch_residual_loss_weight_lr": Setting(
+        "from scratch, residual builder + loss weights learned at 1e-2",
+        64,
+        1500,
+        100,
+        None,
+        ("policy_kwargs.residual_builder:true", "policy_kwargs.loss_weight_lr:1.0e-2"),
     ),
 }
 

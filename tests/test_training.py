@@ -130,6 +130,21 @@ def test_critics_can_read_the_style() -> None:
     assert q.shape == (2, 1) and not torch.allclose(q, q_other_style)
 
 
+def test_loss_weights_can_learn_at_their_own_rate(tmp_path) -> None:
+    model = StyleSAC("MiniStylerPolicy", make_env(), policy_kwargs={"loss_weight_lr": 0.05}, **FAST)
+    before = model.policy.loss_log_p.detach().clone()
+    model.learn(12)  # 4 updates: the schedule keeps its 2e-4 for the builder, the weights keep 0.05
+    groups = model.policy.generative_optimizer.param_groups
+    assert [g["lr"] for g in groups] == pytest.approx([2e-4, 0.05, 2e-5])
+    # Adam moves each log-weight by about its rate per update: far more than 4 updates at 2e-4 could.
+    assert (model.policy.loss_log_p.detach() - before).abs().min() > 0.05
+    model.save(tmp_path / "model.zip")
+    loaded = StyleSAC.load(tmp_path / "model.zip", device="cpu", buffer_size=1)
+    assert loaded.policy.loss_weight_lr == 0.05 and len(loaded.policy.generative_optimizer.param_groups) == 3
+    # The papers' setting: one builder group (the layout of checkpoints saved before the option existed).
+    assert len(StyleSAC("MiniStylerPolicy", make_env(), **FAST).policy.generative_optimizer.param_groups) == 2
+
+
 def test_generative_losses_can_see_the_env_image() -> None:
     model = StyleSAC("MiniStylerPolicy", make_env(), policy_kwargs={"loss_on_env_image": True}, **FAST)
     raw = torch.tensor([-0.5, 0.3, 0.5004, 1.7], requires_grad=True)

@@ -420,12 +420,14 @@ class StyleSAC(OffPolicyAlgorithm):
 
     def _update_optimizer_learning_rates(self) -> None:
         """Follow the learning-rate schedule, keeping the actor at ``actor_lr_ratio`` of it (the temperature
-        keeps its own constant ``ent_coef_lr``)."""
+        keeps its own constant ``ent_coef_lr``, the loss weights their ``loss_weight_lr`` when set)."""
         lr = self.lr_schedule(self._current_progress_remaining)
         self.logger.record("train/learning_rate", lr)
         ratio = self.policy.actor_lr_ratio
         for optimizer in self.policy.optimizers:
             for group in optimizer.param_groups:
+                if group.get("fixed_lr", False):
+                    continue
                 is_actor = optimizer is self.policy.actor.optimizer or group.get("actor", False)
                 group["lr"] = lr * ratio if is_actor else lr
 

@@ -65,8 +65,8 @@ class ActorBuilderPolicy(BasePolicy):
 
     SAEC (Feng et al., 2023): an **actor** (Gaussian over a spatial latent), a **builder** that decodes a
     latent into the next image, ``n_critics`` critics ``Q(moving image, latent)`` with target copies, and
-    three optimizers: the actor's (control), the critics', and the generative one (builder + extra
-    generative parameters at ``lr``, actor at ``lr * actor_lr_ratio``).
+    three optimizers: the actor's (control), the critics', and the generative one (builder at ``lr``, learned
+    loss weights at ``loss_weight_lr``, actor at ``lr * actor_lr_ratio``).
 
     A subclass sets the class attributes below and implements :meth:`make_actor`, :meth:`make_builder`,
     :meth:`make_critic`, :meth:`sample`, :meth:`build`, :meth:`generative_loss` and :meth:`load_released`.
@@ -86,6 +86,10 @@ class ActorBuilderPolicy(BasePolicy):
         output (``False``, the released code's way). Off by default: in side-by-side fine-tunes from the
         released weights it let the outputs run out of range unchecked and the model degrade within 200
         updates (README, "Training settings side by side").
+    :param loss_weight_lr: constant learning rate of the learned loss weights (:meth:`loss_weight_parameters`),
+        which the learning-rate schedule does not change; ``None``: the schedule's rate, as the papers (2e-4).
+        Like the temperature, weights at 2e-4 barely move in a CPU-sized run (log-weights by at most 2e-4 per
+        update), so the loss balance stays where it was initialised.
     :param optimizer_class: the optimizer (Adam).
     :param optimizer_kwargs: extra optimizer arguments.
     """
@@ -121,6 +125,7 @@ class ActorBuilderPolicy(BasePolicy):
         latent_dtype: str = "float32",
         critic_style: bool = False,
         loss_on_env_image: bool = False,
+        loss_weight_lr: float | None = None,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -144,6 +149,7 @@ class ActorBuilderPolicy(BasePolicy):
         self.latent_dtype = latent_dtype
         self.critic_style = critic_style
         self.loss_on_env_image = loss_on_env_image
+        self.loss_weight_lr = loss_weight_lr
         self._build(lr_schedule)
 
     def missing_keys_message(self, missing: Collection[str]) -> str:
@@ -169,9 +175,9 @@ class ActorBuilderPolicy(BasePolicy):
     def make_critic(self) -> nn.Module:
         """A fresh critic ``Q(moving image in [0, 1], latent) -> N x 1``."""
 
-    def generative_parameters(self) -> list[nn.Parameter]:
-        """Parameters the generative optimizer updates at the full learning rate (the builder's)."""
-        return list(self.builder.parameters())
+    def loss_weight_parameters(self) -> list[nn.Parameter]:
+        """Learned loss weights the generative optimizer updates at ``loss_weight_lr`` (none here)."""
+        return []
 
     def _build(self, lr_schedule: Schedule) -> None:
         self.actor = self.make_actor()
@@ -187,12 +193,21 @@ class ActorBuilderPolicy(BasePolicy):
         self.critic.optimizer = self.optimizer_class(self.critic.parameters(), lr=lr, **self.optimizer_kwargs)
         self.generative_optimizer = self.optimizer_class(
             [
-                {"params": self.generative_parameters(), "lr": lr},
+                *self._builder_parameter_groups(lr),
                 {"params": list(self.actor.parameters()), "lr": lr * self.actor_lr_ratio, "actor": True},
             ],
             lr=lr,
             **self.optimizer_kwargs,
         )
+
+    def _builder_parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The generative optimizer's groups of builder and loss weights: one group at ``lr`` (the papers', and
+        the layout of checkpoints saved before ``loss_weight_lr`` existed), or the weights apart at their own
+        constant rate."""
+        builder, weights = list(self.builder.parameters()), self.loss_weight_parameters()
+        if self.loss_weight_lr is None or not weights:
+            return [{"params": builder + weights, "lr": lr}]
+        return [{"params": builder, "lr": lr}, {"params": weights, "lr": self.loss_weight_lr, "fixed_lr": True}]
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -230,6 +245,7 @@ class ActorBuilderPolicy(BasePolicy):
             latent_dtype=self.latent_dtype,
             critic_style=self.critic_style,
             loss_on_env_image=self.loss_on_env_image,
+            loss_weight_lr=self.loss_weight_lr,
             lr_schedule=self._dummy_schedule,
             optimizer_class=self.optimizer_class,
         )

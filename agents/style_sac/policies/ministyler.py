@@ -79,8 +79,8 @@ class MiniStylerPolicy(ActorBuilderPolicy):
     :param initial_log_scale: with a fresh actor, start every latent element's log standard deviation here
         (the log-scale head's weights at zero); ``None`` keeps the random initialisation.
     :param kwargs: the other arguments of :class:`ActorBuilderPolicy` (``actor_lr_ratio``, ``n_critics``,
-        ``adam_betas``, ``latent_dtype``, ``critic_style``, ``loss_on_env_image``, ``optimizer_class``,
-        ``optimizer_kwargs``).
+        ``adam_betas``, ``latent_dtype``, ``critic_style``, ``loss_on_env_image``, ``loss_weight_lr``,
+        ``optimizer_class``, ``optimizer_kwargs``).
     """
 
     latent_channels = 64
@@ -127,9 +127,9 @@ class MiniStylerPolicy(ActorBuilderPolicy):
         self.loss_log_p = nn.Parameter(torch.zeros(3))
         super()._build(lr_schedule)
 
-    def generative_parameters(self) -> list[nn.Parameter]:
-        """The builder's parameters and the uncertainty weights' log-p (updated at the full rate)."""
-        return [*self.builder.parameters(), self.loss_log_p]
+    def loss_weight_parameters(self) -> list[nn.Parameter]:
+        """The uncertainty weights' log-p."""
+        return [self.loss_log_p]
 
     def load_released(self, name: str = "rlministyler") -> None:
         """Load RLMiniStyler's released actor + builder.
