@@ -3,17 +3,20 @@
 Inference follows the papers: run actor + builder ``steps`` times, feeding each output back as the moving
 image; output ``k`` is "sequence k". The latent is the distribution's mean (deterministic) unless asked.
 
-The style image does not change over the steps, frames and photos it is used for, so its encoding by the
-actor's style branch (:class:`~agents.networks.StyleCode`, two thirds of a step's cost with a large style
-image) is computed once (:func:`prepare_style`) and reused. Images smaller than the networks take
+The steps are run by a :class:`StepRunner`: :class:`TorchRunner` (the policy in PyTorch, under
+:func:`torch.inference_mode`, optionally ``channels_last`` and float16) or :class:`agents.backends.OnnxRunner`
+(the exported graphs in ONNX Runtime). The style image does not change over the steps, frames and photos it is
+used for, so its encoding by the actor's style branch (:class:`~agents.networks.StyleCode`, two thirds of a
+step's cost with a large style image) is computed once (:meth:`StepRunner.prepare`) and reused. Images smaller than the networks take
 (:data:`MIN_SIDE`) are processed stretched to it and resized back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -54,10 +57,14 @@ def at_least_min_side(image: np.ndarray) -> np.ndarray:
 
 
 class PreparedStyle(NamedTuple):
-    """A style image made ready once for a policy, to be reused for every step, frame and photo."""
+    """A style image made ready once for a runner, to be reused for every step, frame and photo."""
 
-    image: torch.Tensor  #: ``1 x 3 x H x W`` in ``[0, 1]`` on the policy's device, padded as the policy pads it
-    code: StyleCode | None  #: the actor's style code (:class:`MiniStylerPolicy`); ``None`` without a style branch
+    #: the style image as the runner takes it: ``1 x 3 x H x W`` in ``[0, 1]`` (PyTorch: on the policy's device,
+    #: padded as the policy pads it; ONNX Runtime: a float32 array)
+    image: torch.Tensor | np.ndarray
+    #: its encoding by the style branch (PyTorch: a :class:`StyleCode`, ``None`` without a style branch; ONNX
+    #: Runtime: the style encoder's outputs by name)
+    code: StyleCode | dict[str, np.ndarray] | None
 
 
 @torch.no_grad()
@@ -76,16 +83,120 @@ def prepare_style(policy: ActorBuilderPolicy, style: np.ndarray) -> PreparedStyl
     return PreparedStyle(image, policy.actor.encode_style(image))
 
 
+class StepRunner(Protocol):
+    """What runs the steps of :class:`FrameStylizer`: :class:`TorchRunner` (a policy in PyTorch) or
+    :class:`agents.backends.OnnxRunner` (the exported graphs in ONNX Runtime). ``Moving`` images are whatever
+    the runner keeps between steps (a tensor, an array)."""
+
+    #: where it computes (its free memory bounds the image size)
+    device: torch.device
+    #: whether it stylises with any style image (``False``: the style is in the weights)
+    needs_style_image: bool
+
+    def prepare(self, style: np.ndarray) -> PreparedStyle:
+        """Encode ``h x w x 3`` uint8 ``style`` once (:class:`PreparedStyle`)."""
+
+    def load(self, image: np.ndarray) -> Any:
+        """The ``H x W x 3`` uint8 ``image`` (sides of at least :data:`MIN_SIDE`) as a moving image."""
+
+    def step(self, moving: Any, style: PreparedStyle | None, frame: int, step: int, deterministic: bool) -> Any:
+        """One step: the next moving image.
+
+        :param moving: the moving image (:meth:`load`, or the previous step's output).
+        :param style: the prepared style (``None`` for a single-style model).
+        :param frame: the frame's index (0 for an image).
+        :param step: the step's index in the frame (0-based).
+        :param deterministic: use the latent distribution's mean (the papers' inference).
+        """
+
+    def image(self, moving: Any) -> np.ndarray:
+        """A moving image as ``H x W x 3`` uint8."""
+
+
+class TorchRunner:
+    """A policy's steps in PyTorch, under :func:`torch.inference_mode` (:func:`torch.no_grad` for a recurrent
+    policy, whose states stay on the policy for training to use), optionally in ``channels_last`` memory
+    format and in float16.
+
+    :param policy: an actor-builder policy (its device is used).
+    :param channels_last: keep images and the policy's convolution weights in ``channels_last`` memory format
+        (converts the policy's weights in place; outputs equal within float32 rounding).
+    :param half: compute in float16 (``torch.autocast``; CUDA only: channel statistics stay float32).
+    :raises ValueError: ``half`` on a device other than CUDA.
+    """
+
+    def __init__(self, policy: ActorBuilderPolicy, channels_last: bool = False, half: bool = False) -> None:
+        if half and policy.device.type != "cuda":
+            raise ValueError(f"float16 inference needs a CUDA device, not {policy.device}.")
+        self.policy = policy
+        self.device = policy.device
+        self.needs_style_image = policy.needs_style_image
+        self.recurrent = "step" in policy.required_keys
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.half = half
+        if channels_last:
+            policy.to(memory_format=torch.channels_last)
+
+    @contextmanager
+    def context(self) -> Iterator[None]:
+        """Inference mode (no_grad for a recurrent policy) and, with ``half``, float16 autocast."""
+        no_autograd = torch.no_grad() if self.recurrent else torch.inference_mode()
+        precision = torch.autocast(self.device.type, dtype=torch.float16) if self.half else nullcontext()
+        with no_autograd, precision:
+            self.policy.set_training_mode(False)
+            yield
+
+    def prepare(self, style: np.ndarray) -> PreparedStyle:
+        """:func:`prepare_style` in this runner's precision and memory format.
+
+        :param style: ``h x w x 3`` uint8 style image (any size).
+        """
+        with self.context():
+            image, code = prepare_style(self.policy, style)
+            return PreparedStyle(image.contiguous(memory_format=self.memory_format), code)
+
+    def load(self, image: np.ndarray) -> torch.Tensor:
+        """``1 x 3 x H x W`` float in ``[0, 1]`` on the policy's device, in the runner's memory format.
+
+        :param image: ``H x W x 3`` uint8.
+        """
+        return image_to_tensor(image, self.device).contiguous(memory_format=self.memory_format)
+
+    def step(
+        self, moving: torch.Tensor, style: PreparedStyle | None, frame: int, step: int, deterministic: bool
+    ) -> torch.Tensor:
+        """``policy.act`` on the moving image (and the style's image and code); a recurrent policy is told the
+        frame and step indices. See :meth:`StepRunner.step` for the arguments."""
+        obs = {"moving": moving}
+        reuse = {}
+        if style is not None:
+            obs["style"] = style.image
+            reuse = {} if style.code is None else {"style_code": style.code}
+        if self.recurrent:
+            obs["frame"] = torch.tensor([frame], device=self.device)
+            obs["step"] = torch.tensor([step], device=self.device)
+        with self.context():
+            return self.policy.act(obs, deterministic=deterministic, **reuse)[1].float()
+
+    def image(self, moving: torch.Tensor) -> np.ndarray:
+        """:func:`tensor_to_image` of a moving image.
+
+        :param moving: ``1 x 3 x H x W`` float.
+        """
+        return tensor_to_image(moving)
+
+
 class FrameStylizer:
     """Stylise a video frame by frame (or one image): ``max(steps)`` steps per frame, keeping ``steps``.
 
     Each frame's steps start from the frame itself. A recurrent policy (``RLNSTVideoPolicy``) is told the
     frame and step indices, so that it carries its states over the steps of a frame and from frame to frame
     (its :attr:`~agents.style_sac.policies.RLNSTVideoPolicy.rollout_hidden`); the first frame resets them.
-    The style is encoded once (:func:`prepare_style`) for all steps and frames.
+    The style is encoded once (:meth:`StepRunner.prepare`) for all steps and frames.
 
-    :param policy: an actor-builder policy (its device is used).
-    :param style: ``h x w x 3`` uint8 style image (any size), or one already prepared for this policy (to reuse
+    :param runner: what runs the steps (:class:`StepRunner`), or an actor-builder policy (run by a
+        :class:`TorchRunner`; its device is used).
+    :param style: ``h x w x 3`` uint8 style image (any size), or one already prepared by this runner (to reuse
         it over several photos); ``None`` for a single-style policy, whose style is in its weights.
     :param steps: the steps whose images to keep (1-based, e.g. ``(1, 5, 10)``).
     :param deterministic: use the latent distribution's mean (the papers' inference).
@@ -93,49 +204,40 @@ class FrameStylizer:
 
     def __init__(
         self,
-        policy: ActorBuilderPolicy,
+        runner: StepRunner | ActorBuilderPolicy,
         style: np.ndarray | PreparedStyle | None,
         steps: Sequence[int],
         deterministic: bool = True,
     ) -> None:
         if not steps or min(steps) < 1:
             raise ValueError(f"steps must be positive step numbers, got {list(steps)}.")
-        if style is None and policy.needs_style_image:
-            raise ValueError(f"{type(policy).__name__} stylises with any style: it needs a style image.")
-        self.policy = policy
+        self.runner = TorchRunner(runner) if isinstance(runner, ActorBuilderPolicy) else runner
+        if style is None and self.runner.needs_style_image:
+            raise ValueError(f"{type(runner).__name__} stylises with any style: it needs a style image.")
         self.steps = sorted(set(steps))
         self.deterministic = deterministic
-        self.style = prepare_style(policy, style) if isinstance(style, np.ndarray) else style
+        self.style = self.runner.prepare(style) if isinstance(style, np.ndarray) else style
         self.frame = 0
 
-    @torch.no_grad()
     def __call__(self, frame: np.ndarray) -> dict[int, np.ndarray]:
         """Stylise the next frame.
 
         :param frame: ``H x W x 3`` uint8 (any size; sides under :data:`MIN_SIDE` are processed stretched to it).
         :return: ``{step: H x W x 3 uint8 image}`` for every kept step, at the frame's size.
         """
-        self.policy.set_training_mode(False)
         height, width = frame.shape[:2]
-        obs = {"moving": image_to_tensor(at_least_min_side(frame), self.policy.device)}
-        if self.style is not None:
-            obs["style"] = self.style.image
-        recurrent = "step" in self.policy.required_keys
+        moving = self.runner.load(at_least_min_side(frame))
         outputs = {}
-        reuse = {} if self.style is None or self.style.code is None else {"style_code": self.style.code}
         for step in range(self.steps[-1]):
-            if recurrent:
-                obs["frame"] = torch.tensor([self.frame], device=self.policy.device)
-                obs["step"] = torch.tensor([step], device=self.policy.device)
-            _, obs["moving"] = self.policy.act(obs, deterministic=self.deterministic, **reuse)
+            moving = self.runner.step(moving, self.style, self.frame, step, self.deterministic)
             if step + 1 in self.steps:
-                outputs[step + 1] = resize(tensor_to_image(obs["moving"]), width, height)
+                outputs[step + 1] = resize(self.runner.image(moving), width, height)
         self.frame += 1
         return outputs
 
 
 def stylize_sequence(
-    policy: ActorBuilderPolicy,
+    runner: StepRunner | ActorBuilderPolicy,
     content: np.ndarray,
     style: np.ndarray | PreparedStyle | None,
     steps: int = 10,
@@ -143,17 +245,17 @@ def stylize_sequence(
 ) -> list[np.ndarray]:
     """The ``steps`` images of the stylisation sequence, each at the content image's own size.
 
-    :param policy: an actor-builder policy (its device is used).
+    :param runner: what runs the steps (:class:`StepRunner`), or an actor-builder policy (its device is used).
     :param content: ``H x W x 3`` uint8 content photo (any size).
-    :param style: ``h x w x 3`` uint8 style image (any size), or one prepared once for several photos
-        (:func:`prepare_style`); ``None`` for a single-style policy, whose style is in its weights.
+    :param style: ``h x w x 3`` uint8 style image (any size), or one prepared once by the runner for several
+        photos (:meth:`StepRunner.prepare`); ``None`` for a single-style policy, whose style is in its weights.
     :param steps: how many steps to run.
     :param deterministic: use the latent distribution's mean (the papers' inference).
     :return: ``steps`` uint8 images ``H x W x 3``.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}.")
-    outputs = FrameStylizer(policy, style, range(1, steps + 1), deterministic)(content)
+    outputs = FrameStylizer(runner, style, range(1, steps + 1), deterministic)(content)
     return [outputs[k] for k in sorted(outputs)]
 
 

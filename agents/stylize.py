@@ -10,6 +10,12 @@ Without ``--model`` it uses the authors' released RLMiniStyler weights, shipped 
 ``--model rlnst:blue_swirls`` (``fire``, ``maxresdefault``) uses a released RL-NST single-style model, which
 needs no ``--style`` (outputs are named after its style).
 
+``--backend auto`` (the default) runs the steps in ONNX Runtime where it can (an RLMiniStyler model, without
+``--sample``), else in PyTorch (``channels_last``, ``torch.inference_mode``), saying why in one line;
+``--backend onnx`` where it cannot is an error. The model is exported to ONNX once and cached
+(``--onnx-cache``, see :mod:`agents.backends`). ``--int8`` runs the int8-quantised step graph; ``--half``
+computes in float16 in PyTorch on CUDA (off by default: see :mod:`agents.backends`).
+
 Images (and frames) too large for the memory at hand are processed at the largest size that fits (with a
 note), and those smaller than the networks take (a side under 5 px) at the smallest size that works; the
 outputs are resized back to the input's size. Each style image is encoded once for all its steps, frames
@@ -31,12 +37,13 @@ import psutil
 import torch
 from tqdm import tqdm
 
+from agents.backends import BACKENDS, CACHE_ENV, make_runner
 from agents.cli import UsageError, atomic_path, cli_main, device_name, fail, int_range, one_line
 from agents.inference import (
     MIN_SIDE,
     FrameStylizer,
     PreparedStyle,
-    prepare_style,
+    StepRunner,
     save_sequence,
     stylize_sequence,
 )
@@ -136,6 +143,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="process at most this long a side (outputs are resized back)",
     )
     p.add_argument("--sample", action="store_true", help="sample latents instead of using the distribution mean")
+    p.add_argument(
+        "--backend", choices=BACKENDS, default="auto", help="auto: ONNX Runtime where the model exports, else PyTorch"
+    )
+    p.add_argument(
+        "--onnx-cache", type=Path, default=None, help=f"exported models' folder (default: ${CACHE_ENV} or ~/.cache)"
+    )
+    p.add_argument("--int8", action="store_true", help="ONNX Runtime with the int8-quantised step graph")
+    p.add_argument("--half", action="store_true", help="PyTorch in float16 (CUDA only)")
     return p.parse_args(argv)
 
 
@@ -144,7 +159,7 @@ def fitted(image: np.ndarray, name: str, device: torch.device, max_side: int | N
 
     :param image: ``H x W x 3`` uint8.
     :param name: what to call it in the note.
-    :param device: where the policy runs.
+    :param device: where the steps run.
     :param max_side: the ``--max-side`` argument.
     """
     work = fit_to_memory(image, memory_budget(device), max_side)
@@ -157,11 +172,11 @@ def fitted(image: np.ndarray, name: str, device: torch.device, max_side: int | N
 
 
 def stylize_image_file(
-    policy: ActorBuilderPolicy, path: Path, style: PreparedStyle | None, stem: str, args: argparse.Namespace
+    runner: StepRunner, path: Path, style: PreparedStyle | None, stem: str, args: argparse.Namespace
 ) -> str:
     """Write one PNG per step (up to ``max(--steps)``), a strip and a GIF for one content image.
 
-    :param policy: the loaded policy.
+    :param runner: what runs the steps (PyTorch or ONNX Runtime).
     :param path: the content image.
     :param style: the style, encoded once (``None`` for a single-style model).
     :param stem: the outputs' file-name stem.
@@ -169,20 +184,20 @@ def stylize_image_file(
     :return: what was written, for the log.
     """
     content = load_image(path)
-    work = fitted(content, path.name, policy.device, args.max_side)
+    work = fitted(content, path.name, runner.device, args.max_side)
     if min(content.shape[:2]) < MIN_SIDE:
         print(
             f"note: {path.name} ({content.shape[1]}x{content.shape[0]}) is smaller than the networks take: it is "
             f"processed at least {MIN_SIDE} px a side, then resized back."
         )
-    outputs = stylize_sequence(policy, work, style, max(args.steps), deterministic=not args.sample)
+    outputs = stylize_sequence(runner, work, style, max(args.steps), deterministic=not args.sample)
     outputs = [resize(o, content.shape[1], content.shape[0]) for o in outputs]
     paths = save_sequence(outputs, Path(args.out), stem)
     return f"{len(outputs)} steps -> {paths[-2]}"
 
 
 def stylize_video_file(
-    policy: ActorBuilderPolicy, path: Path, style: PreparedStyle | None, stem: str, args: argparse.Namespace
+    runner: StepRunner, path: Path, style: PreparedStyle | None, stem: str, args: argparse.Namespace
 ) -> str:
     """Write one video per requested step, with the input's frame count, frame size and frame rate.
 
@@ -191,7 +206,7 @@ def stylize_video_file(
     ending where OpenCV can write it (:data:`~nst_env.video.FOURCC`), else MPEG-4 in ``.mp4``. The videos are
     written under temporary names and renamed once complete (removed when the input fails part way).
 
-    :param policy: the loaded policy.
+    :param runner: what runs the steps (PyTorch or ONNX Runtime).
     :param path: the input video.
     :param style: the style, encoded once (``None`` for a single-style model).
     :param stem: the outputs' file-name stem.
@@ -201,7 +216,7 @@ def stylize_video_file(
     properties = video_properties(path)
     suffix = path.suffix.lower() if path.suffix.lower() in FOURCC else ".mp4"
     out_dir = Path(args.out)
-    stylizer = FrameStylizer(policy, style, args.steps, deterministic=not args.sample)
+    stylizer = FrameStylizer(runner, style, args.steps, deterministic=not args.sample)
     paths = {step: out_dir / f"{stem}_step{step:02d}{suffix}" for step in stylizer.steps}
     with ExitStack() as stack:
         partial = {step: stack.enter_context(atomic_path(p)) for step, p in paths.items()}
@@ -214,7 +229,7 @@ def write_video(
 ) -> int:
     """Stylise every frame of a video and write one video per kept step.
 
-    :param stylizer: the frame stylizer (its policy, style and steps).
+    :param stylizer: the frame stylizer (its runner, style and steps).
     :param path: the input video.
     :param properties: the input's frame count, frame rate and size.
     :param paths: the file to write for each kept step.
@@ -222,7 +237,6 @@ def write_video(
     :return: the number of frames stylised.
     :raises VideoReadError: a video without a decodable frame.
     """
-    policy = stylizer.policy
     writers: dict[int, cv2.VideoWriter] = {}
     pending: dict[int, np.ndarray] = {}
     written = 0
@@ -238,7 +252,7 @@ def write_video(
         with tqdm(total=max(properties.frame_count, 1), unit="frame", desc=path.name) as bar:
             for index, frame in iter_video_frames(path):
                 if not writers:
-                    work_size = fitted(frame, path.name, policy.device, max_side).shape
+                    work_size = fitted(frame, path.name, stylizer.runner.device, max_side).shape
                     fps = properties.fps if properties.fps > 0 else 25.0
                     next(iter(paths.values())).parent.mkdir(parents=True, exist_ok=True)
                     writers = {s: open_video_writer(p, fps, frame.shape[1], frame.shape[0]) for s, p in paths.items()}
@@ -257,16 +271,16 @@ def write_video(
     return stylizer.frame
 
 
-def load_style(policy: ActorBuilderPolicy, path: Path | None) -> PreparedStyle | None:
-    """A style image read (longest side at most :data:`STYLE_MAX_SIDE`) and encoded once for ``policy``
+def load_style(runner: StepRunner, path: Path | None) -> PreparedStyle | None:
+    """A style image read (longest side at most :data:`STYLE_MAX_SIDE`) and encoded once by ``runner``
     (``None`` for a single-style model or without an image).
 
-    :param policy: the loaded policy.
+    :param runner: what runs the steps.
     :param path: the style image.
     """
-    if not policy.needs_style_image or path is None:
+    if not runner.needs_style_image or path is None:
         return None
-    return prepare_style(policy, load_image(path, max_side=STYLE_MAX_SIDE))
+    return runner.prepare(load_image(path, max_side=STYLE_MAX_SIDE))
 
 
 #: What makes one (content, style) pair fail while the others go on.
@@ -290,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         policy = load_policy(args.model, resolve_device(args.device))
     except (RuntimeError, AssertionError) as exc:  # e.g. --device cuda on a machine without CUDA
         fail(f"--device {args.device}: {exc}")
+    runner = make_runner(policy, args.backend, args.onnx_cache, args.sample, args.half, args.int8)
     styles = style_list(args.style, args.model, policy)
     if args.style is not None and not policy.needs_style_image:
         print(f"note: {args.model} is a single-style model: --style only names the outputs.")
@@ -298,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(total=total, desc="pairs", disable=total == 1 or bool(args.video)) as bar:
         for style_name, style_path in styles:
             try:
-                style = load_style(policy, style_path)
+                style = load_style(runner, style_path)
             except PAIR_ERRORS as exc:
                 failures += len(inputs)
                 bar.update(len(inputs))
@@ -306,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for input_path in inputs:
                 try:
-                    message = stylize_file(policy, input_path, style, f"{input_path.stem}__{style_name}", args)
+                    message = stylize_file(runner, input_path, style, f"{input_path.stem}__{style_name}", args)
                     print(f"{input_path.name} x {style_name}: {message}")
                 except PAIR_ERRORS as exc:
                     failures += 1

@@ -1,6 +1,6 @@
 """Shared settings and fixtures: the agents' tests' image size, fast StyleSAC settings and env factory
-(``from conftest import FAST, SIZE, make_env``), odd image files, fake VGG-19 weight files, and one torch thread
-for the env/VGG tests."""
+(``from conftest import FAST, SIZE, make_env``), odd image files, fake VGG-19 weight files, one torch thread
+for the env/VGG tests, and a session folder for the exported ONNX models (not ``~/.cache``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from PIL import Image
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.backends import CACHE_ENV
 from nst_env.vgg import _ADAIN_CONV_INDEX, _CONVS, _TORCHVISION_CONV_INDEX
 
 #: Channels of VGG-19's 16 convolutions, in network order.
@@ -53,6 +54,16 @@ def single_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The ONNX cache of ``agents.stylize`` (:mod:`agents.backends`) in a folder of the test session, shared by
+    its tests (subprocesses inherit it), instead of the user's ``~/.cache``."""
+    folder = tmp_path_factory.mktemp("onnx_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(folder))
+        yield folder
 
 
 def _rgb(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,100 @@
+"""The stylisation backends (:mod:`agents.backends`): PyTorch (channels_last, inference mode, float16 on CUDA)
+and ONNX Runtime (cached export, int8), equal outputs, and ``agents.stylize --backend``'s choices and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from test_cli_errors import expect_usage_error
+
+from agents import export_onnx, stylize
+from agents.backends import OnnxRunner, cached_export
+from agents.export_onnx import style_encoder_path
+from agents.inference import FrameStylizer, TorchRunner
+from agents.models import load_policy
+from nst_env.images import load_image, resize, resolve_sample
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def sample(name: str, height: int, width: int) -> np.ndarray:
+    return resize(load_image(resolve_sample(name)), width, height)
+
+
+def run_steps(runner: object, steps: int = 3) -> list[np.ndarray]:
+    """The float moving images of ``steps`` deterministic steps of chelsea x starry_night (37 x 42 px)."""
+    style = runner.prepare(sample("starry_night", 30, 20))
+    moving = runner.load(sample("chelsea", 37, 42))
+    outputs = []
+    for step in range(steps):
+        moving = runner.step(moving, style, 0, step, True)
+        outputs.append(np.asarray(moving.cpu() if isinstance(moving, torch.Tensor) else moving, dtype=np.float32))
+    return outputs
+
+
+def test_onnx_and_channels_last_match_pytorch(tmp_path: Path, capsys) -> None:
+    policy = load_policy("rlministyler", "cpu")
+    plain = run_steps(TorchRunner(policy))
+    path = cached_export(policy, tmp_path)
+    assert "exported the model" in capsys.readouterr().out
+    fast = run_steps(TorchRunner(policy, channels_last=True))
+    onnx = run_steps(OnnxRunner(path))
+    for reference, channels_last, exported in zip(plain, fast, onnx):
+        assert np.abs(channels_last - reference).max() < 1e-5
+        assert np.abs(exported - reference).max() < 1e-3
+    mtime = path.stat().st_mtime_ns
+    assert cached_export(policy, tmp_path) == path and path.stat().st_mtime_ns == mtime  # reused, not re-exported
+    assert "exported" not in capsys.readouterr().out
+    assert cached_export(load_policy("rlministyler", "cpu"), tmp_path) == path  # keyed by the weights
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, style_encoder_path(path).name])
+
+
+def test_stylize_backends_agree_and_explain_themselves(tmp_path: Path, capsys) -> None:
+    content = tmp_path / "photo.png"
+    Image.fromarray(sample("chelsea", 29, 33)).save(content)
+    base = ["--content", str(content), "--style", "starry_night", "--steps", "2", "--device", "cpu"]
+    for backend in ("torch", "onnx", "auto"):
+        assert stylize.main([*base, "--out", str(tmp_path / backend), "--backend", backend]) == 0
+    assert "note: running in PyTorch" not in capsys.readouterr().out
+    images = {
+        b: np.asarray(Image.open(tmp_path / b / "photo__starry_night_step02.png"), int) for b in ("torch", "onnx")
+    }
+    assert np.abs(images["torch"] - images["onnx"]).max() <= 1  # float outputs within 1e-3: one uint8 level
+    single = ["--model", "rlnst:blue_swirls", "--content", str(content), "--steps", "1", "--device", "cpu"]
+    assert stylize.main([*single, "--out", str(tmp_path / "rlnst")]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: running in PyTorch")]
+    assert len(notes) == 1 and "RLNSTPolicy" in notes[0]
+    out = ["--out", str(tmp_path / "bad")]
+    expect_usage_error(stylize.main, [*single, *out, "--backend", "onnx"], capsys, "--backend onnx", "RLNSTPolicy")
+    expect_usage_error(stylize.main, [*base, *out, "--backend", "onnx", "--sample"], capsys, "--sample")
+    expect_usage_error(stylize.main, [*base, *out, "--half"], capsys, "--half needs a CUDA device")
+    expect_usage_error(stylize.main, [*base, *out, "--backend", "torch", "--int8"], capsys, "--int8")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_int8_export_stays_close_to_float(tmp_path: Path, capsys) -> None:
+    float_path, int8_path = tmp_path / "step.onnx", tmp_path / "step_int8.onnx"
+    assert export_onnx.main(["--out", str(float_path)]) == 0
+    assert export_onnx.main(["--out", str(int8_path), "--int8"]) == 0
+    assert "int8 vs float step" in capsys.readouterr().out
+    assert int8_path.stat().st_size < float_path.stat().st_size and style_encoder_path(int8_path).is_file()
+    exact, quantised = run_steps(OnnxRunner(float_path), 2), run_steps(OnnxRunner(int8_path), 2)
+    for reference, output in zip(exact, quantised):
+        assert output.shape == (1, 3, 37, 42) and 0.0 <= output.min() and output.max() <= 1.0
+        assert np.abs(output - reference).mean() < 0.08  # measured 0.045-0.06 per step (calibration, 32 px steps)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_float16_on_cuda_stays_within_one_level() -> None:
+    """The check behind ``--half`` becoming CUDA's default: 10 steps at 256 px within 1/255 of float32."""
+    policy = load_policy("rlministyler", "cuda")
+    content, style = sample("chelsea", 256, 256), sample("starry_night", 256, 256)
+    exact = FrameStylizer(TorchRunner(policy, channels_last=True), style, range(1, 11))(content)
+    half = FrameStylizer(TorchRunner(policy, channels_last=True, half=True), style, range(1, 11))(content)
+    for step in exact:
+        assert np.abs(exact[step].astype(int) - half[step].astype(int)).max() <= 1, step
