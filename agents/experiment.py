@@ -8,7 +8,8 @@ finished run: :func:`agents.inference.save_sequence_picture`.
 - :func:`prepare_run`: a new run folder (or the one ``--resume`` continues), :func:`make_env`, :func:`make_model`;
 - :func:`fit`: train with logs, checkpoints (:class:`~agents.checkpoints.ResumableCheckpoint`), evaluation and
   :class:`WallClockLimit`;
-- :func:`run_style_sac`, :func:`run_algorithm`: a whole run of StyleSAC, or of any ``--algo``.
+- :func:`run_style_sac`, :func:`run_algorithm`: a whole run of StyleSAC (on several processes with
+  ``--distributed``: :func:`run_distributed_style_sac`, :mod:`agents.distributed`), or of any ``--algo``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import inspect
 import re
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +45,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from agents.checkpoints import ResumableCheckpoint, latest_checkpoint, load_checkpoint, save_model
 from agents.cli import atomic_path, remove_partial_files
+from agents.distributed import GradientAverager, ProcessGroup, load_model_state, model_state, process_group
 from agents.inference import save_sequence_picture
 from agents.networks.pretrained import RLNST_PREFIX, rlnst_style_image_path
 from agents.style_sac import StyleSAC
@@ -255,8 +258,16 @@ def discard_on_error(run_dir: Path, new: bool) -> Iterator[None]:
         raise
 
 
-def make_env(config: dict[str, Any], run_dir: Path, device: str, resume: bool, seed_offset: int = 0) -> VecEnv:
-    """The (monitored) vectorised training or evaluation env of a run."""
+def make_env(config: dict[str, Any], run_dir: Path | None, device: str, resume: bool, seed_offset: int = 0) -> VecEnv:
+    """The vectorised training or evaluation env of a run, monitored into the run folder.
+
+    :param config: the run configuration (``env_id``, ``env_kwargs``, ``n_envs``, ``seed``).
+    :param run_dir: the run folder, whose ``monitor/`` (training) or ``eval/`` gets the Monitor files (``None``:
+        no Monitor files, as on the ranks other than 0 of a distributed run).
+    :param device: where the env's VGG-19 runs.
+    :param resume: keep the existing Monitor files (append to them).
+    :param seed_offset: added to the seed; non-zero makes the single evaluation env.
+    """
     n_envs = config["n_envs"] if seed_offset == 0 else 1
     env_id = config["env_id"] if ":" in config["env_id"] else f"nst_env:{config['env_id']}"  # registers in workers
     return make_vec_env(
@@ -264,7 +275,7 @@ def make_env(config: dict[str, Any], run_dir: Path, device: str, resume: bool, s
         n_envs=n_envs,
         seed=config["seed"] + seed_offset,
         env_kwargs={**config["env_kwargs"], "device": device},
-        monitor_dir=str(run_dir / ("monitor" if seed_offset == 0 else "eval")),
+        monitor_dir=str(run_dir / ("monitor" if seed_offset == 0 else "eval")) if run_dir is not None else None,
         monitor_kwargs={"override_existing": not resume},
         vec_env_cls=SubprocVecEnv if n_envs > 1 else DummyVecEnv,
     )
@@ -362,20 +373,26 @@ class WallClockLimit(BaseCallback):
     The clock starts when learning starts (after the envs and the model are built); the step in progress when
     the budget runs out is finished first.
 
+    In a distributed run the ranks stop together, at the first step at which any rank's budget is spent (one
+    tiny all-reduce per env step), since they must make the same updates.
+
     :param seconds: the training budget in seconds.
     :param verbose: 1 prints the step at which the budget stopped training.
+    :param group: the process group of a distributed run (``None``: a single process).
     """
 
-    def __init__(self, seconds: float, verbose: int = 0) -> None:
+    def __init__(self, seconds: float, verbose: int = 0, group: ProcessGroup | None = None) -> None:
         super().__init__(verbose)
         self.seconds = seconds
+        self.group = group
         self.deadline = 0.0
 
     def _on_training_start(self) -> None:
         self.deadline = time.monotonic() + self.seconds
 
     def _on_step(self) -> bool:
-        if time.monotonic() < self.deadline:
+        spent = time.monotonic() >= self.deadline
+        if not (self.group.any(spent) if self.group is not None else spent):
             return True
         if self.verbose >= 1:
             print(f"Time budget of {self.seconds / 60:g} min spent: stopping at step {self.num_timesteps}.")
@@ -386,38 +403,51 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def fit(model: BaseAlgorithm, config: dict[str, Any], run_dir: Path, args: argparse.Namespace, command: str) -> bool:
+def fit(
+    model: BaseAlgorithm,
+    config: dict[str, Any],
+    run_dir: Path | None,
+    args: argparse.Namespace,
+    command: str,
+    group: ProcessGroup | None = None,
+) -> bool:
     """Train to ``config["n_timesteps"]`` (or until ``--max-minutes`` are spent: :class:`WallClockLimit`) with
     logs, checkpoints and evaluation; Ctrl-C or SIGTERM saves a checkpoint and prints the resume command. The
-    env is closed at the end.
+    env is closed at the end. In a distributed run only rank 0 logs, checkpoints and evaluates.
 
     :param model: the model (new or resumed).
     :param config: the run configuration.
-    :param run_dir: the run folder.
+    :param run_dir: the run folder (``None`` on the ranks other than 0 of a distributed run).
     :param args: the parsed command line (:func:`agents.train_sac.build_parser`).
     :param command: the training command, for the resume hint (e.g. ``python -m agents.train_sac``).
+    :param group: the process group of a distributed run (``None``: a single process).
     :return: ``False`` when interrupted.
     """
-    formats = ["stdout", "csv"] + (["tensorboard"] if args.tensorboard_log else [])
-    folder = str(run_dir / "logs") if not args.tensorboard_log else args.tensorboard_log
-    suffix = f"_from_{model.num_timesteps}" if args.resume else ""  # a resumed run keeps the earlier logs
-    model.set_logger(Logger(folder, [make_output_format(f, folder, suffix) for f in formats]))
-    checkpoints = ResumableCheckpoint(max(args.save_freq // config["n_envs"], 1), run_dir / "checkpoints")
-    callbacks: list[BaseCallback] = [checkpoints] if args.save_freq > 0 else []
-    if args.max_minutes is not None:
-        callbacks.append(WallClockLimit(60.0 * args.max_minutes, verbose=args.verbose))
-    if args.eval_freq > 0:
-        eval_env = make_env(config, run_dir, args.device, resume=bool(args.resume), seed_offset=1000)
-        callbacks.append(
-            EvalCallback(
-                eval_env,
-                n_eval_episodes=2,
-                eval_freq=max(args.eval_freq // config["n_envs"], 1),
-                log_path=str(run_dir / "eval"),
-                best_model_save_path=str(run_dir / "eval"),
-                verbose=0,
+    callbacks: list[BaseCallback] = []
+    checkpoints = None
+    if run_dir is None:
+        model.set_logger(Logger(None, []))
+    else:
+        formats = ["stdout", "csv"] + (["tensorboard"] if args.tensorboard_log else [])
+        folder = str(run_dir / "logs") if not args.tensorboard_log else args.tensorboard_log
+        suffix = f"_from_{model.num_timesteps}" if args.resume else ""  # a resumed run keeps the earlier logs
+        model.set_logger(Logger(folder, [make_output_format(f, folder, suffix) for f in formats]))
+        checkpoints = ResumableCheckpoint(max(args.save_freq // config["n_envs"], 1), run_dir / "checkpoints")
+        callbacks += [checkpoints] if args.save_freq > 0 else []
+        if args.eval_freq > 0:
+            eval_env = make_env(config, run_dir, args.device, resume=bool(args.resume), seed_offset=1000)
+            callbacks.append(
+                EvalCallback(
+                    eval_env,
+                    n_eval_episodes=2,
+                    eval_freq=max(args.eval_freq // config["n_envs"], 1),
+                    log_path=str(run_dir / "eval"),
+                    best_model_save_path=str(run_dir / "eval"),
+                    verbose=0,
+                )
             )
-        )
+    if args.max_minutes is not None:
+        callbacks.append(WallClockLimit(60.0 * args.max_minutes, verbose=args.verbose, group=group))
     remaining = config["n_timesteps"] - model.num_timesteps
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -430,39 +460,118 @@ def fit(model: BaseAlgorithm, config: dict[str, Any], run_dir: Path, args: argpa
                 log_interval=10,
             )
     except KeyboardInterrupt:
-        checkpoints.init_callback(model)
-        path = checkpoints.save_now()
-        print(
-            f"\nInterrupted at step {model.num_timesteps}: saved {path}.\nContinue with: {command} --resume {run_dir}"
-        )
+        if checkpoints is not None:
+            checkpoints.init_callback(model)
+            path = checkpoints.save_now()
+            print(
+                f"\nInterrupted at step {model.num_timesteps}: saved {path}.\n"
+                f"Continue with: {command} --resume {run_dir}"
+            )
         return False
     finally:
         model.get_env().close()  # type: ignore[union-attr]
     return True
 
 
+def style_sac_model(
+    config: dict[str, Any], run_dir: Path, checkpoint: Path | None, args: argparse.Namespace
+) -> StyleSAC:
+    """A run's StyleSAC on its env: a new one (from ``--init``'s released weights if asked), or the checkpoint's.
+
+    :param config: the run configuration.
+    :param run_dir: the run folder.
+    :param checkpoint: the checkpoint to resume from (``None``: a new model).
+    :param args: the parsed command line (:func:`agents.train_sac.build_parser`).
+    :raises SystemExit: a model that cannot be built or loaded as asked.
+    """
+    env = make_env(config, run_dir, args.device, resume=checkpoint is not None)
+    if checkpoint is not None:
+        return load_checkpoint(StyleSAC, checkpoint, env, args.device)  # type: ignore[return-value]
+    model = make_model(StyleSAC, config, env, args)
+    if config.get("init"):
+        try:
+            model.load_pretrained(config["init"])  # type: ignore[attr-defined]
+        except (FileNotFoundError, ValueError) as exc:
+            raise SystemExit(f"--init {config['init']} does not fit {config['policy']}: {exc}") from exc
+    return model  # type: ignore[return-value]
+
+
+def train_style_sac(
+    model: StyleSAC,
+    config: dict[str, Any],
+    run_dir: Path | None,
+    args: argparse.Namespace,
+    group: ProcessGroup | None = None,
+) -> int:
+    """:func:`fit` a StyleSAC, then save ``model.zip`` and draw ``sequence.png`` in the run folder; return the
+    exit status (130: interrupted).
+
+    :param model: the model (new or resumed).
+    :param config: the run configuration.
+    :param run_dir: the run folder (``None``: nothing is written, as on the ranks other than 0).
+    :param args: the parsed command line (:func:`agents.train_sac.build_parser`).
+    :param group: the process group of a distributed run (``None``: a single process).
+    """
+    if not fit(model, config, run_dir, args, "python -m agents.train_sac", group):
+        return 130
+    if run_dir is not None:
+        save_model(model, run_dir / "model.zip")
+        picture = save_sequence_picture(model, run_dir / "sequence.png", style=config["env_kwargs"].get("style"))
+        print(f"Saved {run_dir / 'model.zip'} and the stylisation sequence {picture}")
+    return 0
+
+
 def run_style_sac(args: argparse.Namespace) -> int:
     """Train StyleSAC as ``args`` say (:func:`agents.train_sac.build_parser`); return the exit status (130:
-    interrupted)."""
+    interrupted). ``--distributed``: this process is one rank of a torchrun launch
+    (:func:`run_distributed_style_sac`)."""
     torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down by up to 2x
+    if args.distributed:
+        with process_group(args.device, args.dist_timeout) as group:
+            return run_distributed_style_sac(args, group)
     config, run_dir, checkpoint = prepare_run(args)
     with discard_on_error(run_dir, new=checkpoint is None):
-        env = make_env(config, run_dir, args.device, resume=checkpoint is not None)
-        if checkpoint is not None:
-            model = load_checkpoint(StyleSAC, checkpoint, env, args.device)
-        else:
-            model = make_model(StyleSAC, config, env, args)
-            if config.get("init"):
-                try:
-                    model.load_pretrained(config["init"])
-                except (FileNotFoundError, ValueError) as exc:
-                    raise SystemExit(f"--init {config['init']} does not fit {config['policy']}: {exc}") from exc
-    if not fit(model, config, run_dir, args, "python -m agents.train_sac"):
-        return 130
-    save_model(model, run_dir / "model.zip")
-    picture = save_sequence_picture(model, run_dir / "sequence.png", style=config["env_kwargs"].get("style"))
-    print(f"Saved {run_dir / 'model.zip'} and the stylisation sequence {picture}")
-    return 0
+        model = style_sac_model(config, run_dir, checkpoint, args)
+    return train_style_sac(model, config, run_dir, args)
+
+
+def run_distributed_style_sac(args: argparse.Namespace, group: ProcessGroup) -> int:
+    """One rank of a distributed StyleSAC run (``torchrun ... -m agents.train_sac --distributed``).
+
+    Rank 0 sets the run up as a single process would (run folder, new or resumed model) and sends the
+    configuration and its model's state to the other ranks, which build the same model on their own env(s),
+    seeded :meth:`~agents.distributed.ProcessGroup.seed`, and load that state. Every rank then trains with its
+    gradients averaged across the ranks (:class:`~agents.distributed.GradientAverager`); ``-n`` counts each
+    rank's env steps (SB3's ``num_timesteps``: the run makes ``-n`` x ranks in all). Rank 0 alone logs,
+    checkpoints (its replay buffer beside each checkpoint), evaluates and writes ``model.zip``; the other ranks
+    write nothing, and on ``--resume`` start with an empty replay buffer, which their new steps refill.
+
+    :param args: the parsed command line (:func:`agents.train_sac.build_parser`).
+    :param group: this rank's process group.
+    :return: the exit status (130: interrupted).
+    """
+    args = argparse.Namespace(**{**vars(args), "device": str(group.device)})
+    if group.is_main:
+        with group.setup_on_main():
+            config, run_dir, checkpoint = prepare_run(args)
+            with discard_on_error(run_dir, new=checkpoint is None):
+                model = style_sac_model(config, run_dir, checkpoint, args)
+        group.broadcast((config, model_state(model)))
+    else:
+        config, state = group.broadcast()
+        args = argparse.Namespace(**{**vars(args), "verbose": 0, "no_progress": True})
+        own = {**config, "seed": group.seed(config["seed"], config["n_envs"])}
+        model = make_model(StyleSAC, own, make_env(own, None, args.device, resume=False), args)  # type: ignore[assignment]
+        load_model_state(model, state)
+        run_dir = None
+        if args.resume:
+            print(
+                f"note: rank {group.rank} starts with an empty replay buffer (rank 0's alone is saved with the "
+                f"checkpoints); its new steps refill it.",
+                file=sys.stderr,
+            )
+    model.gradient_hook = GradientAverager(group)
+    return train_style_sac(model, config, run_dir, args, group)
 
 
 def run_algorithm(args: argparse.Namespace) -> int:
@@ -472,8 +581,8 @@ def run_algorithm(args: argparse.Namespace) -> int:
     """
     if args.algo == "style_sac":
         return run_style_sac(args)
-    if args.amp or args.init:
-        raise SystemExit("--amp and --init are StyleSAC options (--algo style_sac).")
+    if args.amp or args.init or args.distributed:
+        raise SystemExit("--amp, --init and --distributed are StyleSAC options (--algo style_sac).")
     algo_class = algorithm_class(args.algo)
     torch.set_flush_denormal(True)
     config, run_dir, checkpoint = prepare_run(args, args.algo, HYPERPARAMS_DIR / f"{args.algo}.yml")

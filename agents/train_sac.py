@@ -16,6 +16,11 @@ the ``NST-v0/RLNSTPolicy`` entry of the hyper-parameter file). Either writes a r
         eval/               EvalCallback results (evaluations.npz) and the best model
         sequence.png        the 1..10 stylisation sequence on fixed evaluation pairs
 
+On several processes (GPUs or machines), each rank with its own envs and replay buffer and the gradients
+averaged across ranks at every update (rank 0 alone writes the run folder; :mod:`agents.distributed`)::
+
+    torchrun --nproc_per_node 2 -m agents.train_sac --distributed
+
 Interrupting (Ctrl-C or SIGTERM) saves a checkpoint first; ``--resume RUN_DIR`` continues with the same step
 count. Checkpoints and the model are written atomically (a temporary file renamed once complete), so a
 SIGKILL at any moment loses at most the work since the last complete checkpoint (``--save-freq``).
@@ -80,6 +85,19 @@ def build_parser(description: str = __doc__.split("\n")[0]) -> argparse.Argument
     )
     p.add_argument(
         "--resume", default=None, help="run folder or checkpoint zip to continue from (with -n: a new total step count)"
+    )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one rank of a torchrun launch (torchrun --nproc_per_node N -m agents.train_sac --distributed ...): "
+        "gradients averaged across ranks, each with its own envs and replay buffer; -n counts each rank's steps",
+    )
+    p.add_argument(
+        "--dist-timeout",
+        type=float_range(0.0),
+        default=300.0,
+        help="seconds a distributed rank waits for the others (joining, each all-reduce) before ending with an "
+        "error; longer than rank 0's evaluations and checkpoint saves",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("-v", "--verbose", type=int_range(0, 2), default=1)

@@ -28,6 +28,7 @@ per element (see :data:`DEFAULT_TARGET_ENTROPY`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -112,6 +113,10 @@ class StyleSAC(OffPolicyAlgorithm):
     :param seed: seed of the RNGs.
     :param device: ``"auto"``, ``"cpu"``, ``"cuda"``...
     :param _init_setup_model: build the networks now.
+
+    :attr:`gradient_hook` (not saved): called with each optimizer after its backward pass and before its step,
+    e.g. :class:`agents.distributed.GradientAverager`, which averages the gradients across the ranks of a
+    distributed run (``None``: nothing is called).
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
@@ -194,6 +199,7 @@ class StyleSAC(OffPolicyAlgorithm):
         self.vgg_weights = vgg_weights
         self.log_ent_coef: torch.Tensor | None = None
         self.ent_coef_optimizer: torch.optim.Optimizer | None = None
+        self.gradient_hook: Callable[[torch.optim.Optimizer], None] | None = None
         if _init_setup_model:
             self._setup_model()
 
@@ -340,7 +346,16 @@ class StyleSAC(OffPolicyAlgorithm):
     def _step(self, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         self.grad_scaler.scale(loss).backward()
+        self._gradients_ready(optimizer)
         self.grad_scaler.step(optimizer)
+
+    def _gradients_ready(self, optimizer: torch.optim.Optimizer) -> None:
+        """Hand ``optimizer`` to :attr:`gradient_hook` (if any) between its backward pass and its step.
+
+        :param optimizer: the optimizer whose parameters' gradients are ready.
+        """
+        if self.gradient_hook is not None:
+            self.gradient_hook(optimizer)
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
@@ -404,6 +419,7 @@ class StyleSAC(OffPolicyAlgorithm):
                     ent_coef_loss = temperature_loss(self.log_ent_coef, log_prob, float(self.target_entropy))
                     self.ent_coef_optimizer.zero_grad(set_to_none=True)
                     ent_coef_loss.backward()
+                    self._gradients_ready(self.ent_coef_optimizer)
                     self.ent_coef_optimizer.step()
                     logs.setdefault("ent_coef_loss", []).append(ent_coef_loss.item())
                 logs.setdefault("ent_coef", []).append(float(alpha))
@@ -458,6 +474,7 @@ class StyleSAC(OffPolicyAlgorithm):
             "latent_space",
             "_last_features",
             "_sharing_features",
+            "gradient_hook",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
