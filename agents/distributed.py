@@ -9,7 +9,8 @@ states, temperature and counters). A rank that ends or stops answering makes eve
 
 - :func:`process_group`: join torchrun's process group (``env://``; NCCL on CUDA, gloo on the CPU);
 - :class:`ProcessGroup`: the rank, its device and seed, and the collectives the training run needs;
-- :class:`GradientAverager`: the gradient all-reduce, with its count, bytes and (optionally) time.
+- :class:`GradientAverager`: the gradient all-reduce, with its count, bytes and (optionally) time;
+- :func:`replicate`: rank 0's model on every rank, its gradients averaged from then on.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import recursive_getattr
 
 from agents.cli import one_line
+from agents.style_sac import StyleSAC
 from nst_env.utils import resolve_device
 
 T = TypeVar("T")
@@ -250,3 +252,19 @@ def load_model_state(model: BaseAlgorithm, state: bytes) -> None:
         recursive_getattr(model, name).data.copy_(value)
     for name, value in loaded["counters"].items():
         setattr(model, name, value)
+
+
+def replicate(group: ProcessGroup, model: StyleSAC, timed: bool = False) -> GradientAverager:
+    """Make every rank's ``model`` (built from the same configuration) rank 0's, and average its gradients
+    across the ranks from now on (every rank must call it at the same point).
+
+    :param group: the process group.
+    :param model: this rank's model; rank 0's is sent to the others.
+    :param timed: time the all-reduces (:class:`GradientAverager`).
+    :return: the :class:`GradientAverager` installed as ``model.gradient_hook``.
+    """
+    state = group.broadcast(model_state(model) if group.is_main else None)
+    if not group.is_main:
+        load_model_state(model, state)
+    model.gradient_hook = averager = GradientAverager(group, timed)
+    return averager

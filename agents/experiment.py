@@ -45,7 +45,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
 from agents.checkpoints import ResumableCheckpoint, latest_checkpoint, load_checkpoint, save_model
 from agents.cli import atomic_path, remove_partial_files
-from agents.distributed import GradientAverager, ProcessGroup, load_model_state, model_state, process_group
+from agents.distributed import ProcessGroup, process_group, replicate
 from agents.inference import save_sequence_picture
 from agents.networks.pretrained import RLNST_PREFIX, rlnst_style_image_path
 from agents.style_sac import StyleSAC
@@ -539,9 +539,9 @@ def run_distributed_style_sac(args: argparse.Namespace, group: ProcessGroup) -> 
     """One rank of a distributed StyleSAC run (``torchrun ... -m agents.train_sac --distributed``).
 
     Rank 0 sets the run up as a single process would (run folder, new or resumed model) and sends the
-    configuration and its model's state to the other ranks, which build the same model on their own env(s),
-    seeded :meth:`~agents.distributed.ProcessGroup.seed`, and load that state. Every rank then trains with its
-    gradients averaged across the ranks (:class:`~agents.distributed.GradientAverager`); ``-n`` counts each
+    configuration to the other ranks, which build the same model on their own env(s), seeded
+    :meth:`~agents.distributed.ProcessGroup.seed`; every rank then takes rank 0's model state and trains with its
+    gradients averaged across the ranks (:func:`~agents.distributed.replicate`); ``-n`` counts each
     rank's env steps (SB3's ``num_timesteps``: the run makes ``-n`` x ranks in all). Rank 0 alone logs,
     checkpoints (its replay buffer beside each checkpoint), evaluates and writes ``model.zip``; the other ranks
     write nothing, and on ``--resume`` start with an empty replay buffer, which their new steps refill.
@@ -556,13 +556,12 @@ def run_distributed_style_sac(args: argparse.Namespace, group: ProcessGroup) -> 
             config, run_dir, checkpoint = prepare_run(args)
             with discard_on_error(run_dir, new=checkpoint is None):
                 model = style_sac_model(config, run_dir, checkpoint, args)
-        group.broadcast((config, model_state(model)))
+        group.broadcast(config)
     else:
-        config, state = group.broadcast()
+        config = group.broadcast()
         args = argparse.Namespace(**{**vars(args), "verbose": 0, "no_progress": True})
         own = {**config, "seed": group.seed(config["seed"], config["n_envs"])}
         model = make_model(StyleSAC, own, make_env(own, None, args.device, resume=False), args)  # type: ignore[assignment]
-        load_model_state(model, state)
         run_dir = None
         if args.resume:
             print(
@@ -570,7 +569,7 @@ def run_distributed_style_sac(args: argparse.Namespace, group: ProcessGroup) -> 
                 f"checkpoints); its new steps refill it.",
                 file=sys.stderr,
             )
-    model.gradient_hook = GradientAverager(group)
+    replicate(group, model)
     return train_style_sac(model, config, run_dir, args, group)
 
 
