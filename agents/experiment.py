@@ -193,6 +193,24 @@ def next_run_dir(log_folder: Path, env_id: str, algo: str = "style_sac") -> Path
     return log_folder / f"{algo}_{env_id}_{max(taken, default=0) + 1}"
 
 
+def claim_run_dir(log_folder: Path, env_id: str, algo: str) -> Path:
+    """:func:`next_run_dir`, created here: when another process creates the same folder first, the next one is
+    taken, so that runs started together into one log folder (``benchmarks.compare_algorithms --workers``) get
+    a folder each.
+
+    :param log_folder: where run folders are created.
+    :param env_id: the environment id.
+    :param algo: the algorithm's name.
+    """
+    while True:
+        run_dir = next_run_dir(log_folder, env_id, algo)
+        try:
+            run_dir.mkdir()
+        except FileExistsError:
+            continue
+        return run_dir
+
+
 def prepare_run(
     args: argparse.Namespace, algo: str = "style_sac", hyperparams_file: Path = HYPERPARAMS_FILE
 ) -> tuple[dict[str, Any], Path, Path | None]:
@@ -226,8 +244,8 @@ def prepare_run(
             write_config(run_dir, config)
         return config, run_dir, checkpoint
     config = {**build_config(args, hyperparams_file), "algo": algo}
-    run_dir = next_run_dir(Path(args.log_folder), args.env, algo)
-    (run_dir / "checkpoints").mkdir(parents=True)
+    run_dir = claim_run_dir(Path(args.log_folder), args.env, algo)
+    (run_dir / "checkpoints").mkdir()
     write_config(run_dir, config)
     return config, run_dir, None
 

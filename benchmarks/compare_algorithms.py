@@ -3,10 +3,13 @@
     python -m benchmarks.compare_algorithms                      # 6 algorithms x 3 seeds, 64 px, 300 steps each
     python -m benchmarks.compare_algorithms --algos style_sac sac -n 1500 --seeds 0 1 2
     python -m benchmarks.compare_algorithms --no-train           # only read the run folders
+    python -m benchmarks.compare_algorithms --workers 3 --threads 1   # 3 (algorithm, seed) runs at a time
 
 Each (algorithm, seed) is trained with ``python -m agents.train --algo ALGO`` (hyper-parameters from
 ``agents/hyperparams/ALGO.yml``) into ``--log-folder``, unless a finished run with the same algorithm, seed,
-budget and image size is there already (then it is read). ``--name`` sets the output files' stem
+budget and image size is there already (then it is read). ``--workers N`` trains and evaluates N runs at a time,
+each in its own process (with ``--threads`` torch threads each; each run checks the free memory when it starts),
+and merges their results into the same outputs as one after the other. ``--name`` sets the output files' stem
 (``compare_algorithms``), so comparisons at several budgets can sit side by side. An algorithm whose replay
 or rollout buffer would not fit the free memory, or that runs out of memory, is reported as such in the table.
 
@@ -21,6 +24,9 @@ left as is (``no-op``) and the authors' released RLMiniStyler. Writes ``compare_
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +231,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-train", action="store_true", help="only read finished runs from --log-folder")
     p.add_argument("--smooth", type=int_range(1), default=5, help="moving average of the curves, in episodes")
     p.add_argument("--name", default="compare_algorithms", help="stem of the output files")
+    p.add_argument("--workers", type=int_range(1, 256), default=1, help="runs trained and evaluated at a time")
     return p.parse_args(argv)
+
+
+def run_job(algo: str, seed: int, args: argparse.Namespace) -> tuple[Row, np.ndarray | None]:
+    """Train (or read) one run and evaluate its final model: one job of :func:`main`, in a worker process with
+    ``--workers``.
+
+    :param algo: the ``--algo`` name.
+    :param seed: the run's seed.
+    :param args: this script's arguments.
+    :return: the run's row (status, folder, training minutes, last training returns, final losses) and its
+        episode returns (``None`` when it did not run).
+    """
+    run_dir, status = train_run(algo, seed, args)
+    run: Row = {"algo": algo, "seed": seed, "status": status, "run": str(run_dir) if run_dir else None}
+    returns = None
+    if run_dir is not None:
+        episodes = monitor(run_dir)
+        returns = episodes["r"].to_numpy()
+        score = evaluate(model_controller(run_dir, algo), args.image_size)
+        run.update(
+            train_minutes=float(episodes["t"].max()) / 60,
+            last_10_train_return=float(episodes["r"].tail(10).mean()),
+            **{f"final_{k}": v for k, v in score.items()},
+        )
+    print(f"{algo} seed {seed}: {status}" + (f", {score}" if run_dir else ""), flush=True)
+    return run, returns
+
+
+def run_jobs(args: argparse.Namespace) -> list[tuple[Row, np.ndarray | None]]:
+    """:func:`run_job` for every (algorithm, seed), ``--workers`` at a time; the results in that order.
+
+    :param args: this script's arguments.
+    """
+    jobs = [(algo, seed) for algo in args.algos for seed in args.seeds]
+    if args.workers == 1:
+        return [run_job(algo, seed, args) for algo, seed in jobs]
+    with ProcessPoolExecutor(
+        args.workers,
+        mp_context=multiprocessing.get_context("spawn"),  # torch's threads do not survive a fork
+        initializer=configure_torch,
+        initargs=(args.threads,),
+    ) as pool:
+        return list(pool.map(run_job, *zip(*jobs), repeat(args)))
 
 
 @cli_main
@@ -234,30 +284,23 @@ def main(argv: list[str] | None = None) -> list[Row]:
     args = parse_args(argv)
     configure_torch(args.threads)
     machine = machine_info(args.device)
-    rows: list[Row] = []
-    runs: list[Row] = []
+    results = run_jobs(args)
+    runs = [run for run, _ in results]
     curves: dict[str, list[np.ndarray]] = {}
+    for run, returns in results:
+        if returns is not None:
+            curves.setdefault(run["algo"], []).append(returns)
+    rows: list[Row] = []
     for algo in args.algos:
-        scores: list[dict[str, float]] = []
-        statuses, minutes, last_returns = [], [], []
-        for seed in args.seeds:
-            run_dir, status = train_run(algo, seed, args)
-            statuses.append(status)
-            run: Row = {"algo": algo, "seed": seed, "status": status, "run": str(run_dir) if run_dir else None}
-            if run_dir is not None:
-                episodes = monitor(run_dir)
-                curves.setdefault(algo, []).append(episodes["r"].to_numpy())
-                last_returns.append(float(episodes["r"].tail(10).mean()))
-                minutes.append(float(episodes["t"].max()) / 60)
-                scores.append(evaluate(model_controller(run_dir, algo), args.image_size))
-                run.update(train_minutes=minutes[-1], **{f"final_{k}": v for k, v in scores[-1].items()})
-            runs.append(run)
-            print(f"{algo} seed {seed}: {status}" + (f", {scores[-1]}" if run_dir else ""), flush=True)
-        row: Row = {"method": algo, "seeds": len(scores), "status": "; ".join(sorted(set(statuses)))}
+        mine = [run for run in runs if run["algo"] == algo]
+        done = [run for run in mine if run["run"] is not None]
+        row: Row = {"method": algo, "seeds": len(done), "status": "; ".join(sorted({run["status"] for run in mine}))}
         for key in ("style_loss", "content_loss", "return"):
-            row[f"final_{key}"], row[f"final_{key}_std"] = mean_std([s[key] for s in scores])
-        row["last_10_train_return"], row["last_10_train_return_std"] = mean_std(last_returns)
-        row["train_minutes"] = mean_std(minutes)[0]
+            row[f"final_{key}"], row[f"final_{key}_std"] = mean_std([run[f"final_{key}"] for run in done])
+        row["last_10_train_return"], row["last_10_train_return_std"] = mean_std(
+            [run["last_10_train_return"] for run in done]
+        )
+        row["train_minutes"] = mean_std([run["train_minutes"] for run in done])[0]
         rows.append(row)
     rows.sort(key=lambda r: (r["final_style_loss"] is None, r["final_style_loss"] or 0.0))
     references = {

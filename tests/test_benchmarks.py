@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents import export_onnx, train
+from agents import experiment, export_onnx, train
 from agents.experiment import ALGOS, algorithm_class
 from agents.models import load_policy
 from agents.style_sac import StyleSAC
@@ -208,6 +208,7 @@ def test_train_throughput_accounts_for_the_step(tmp_path: Path) -> None:
 
 
 def test_compare_algorithms_trains_evaluates_and_plots(tmp_path: Path) -> None:
+    """Two runs at a time (``--workers 2``); then one after the other, reading them: the same numbers."""
     overrides = (
         "{style_sac: [learning_starts:5, batch_size:2], sac: [learning_starts:5, batch_size:4], "
         "td3: [learning_starts:5, batch_size:4], tqc: [learning_starts:5, batch_size:4], "
@@ -227,6 +228,8 @@ def test_compare_algorithms_trains_evaluates_and_plots(tmp_path: Path) -> None:
             overrides,
             "--out",
             str(tmp_path),
+            "--workers",
+            "2",
         ]
     )
     by_method = {r["method"]: r for r in rows}
@@ -256,11 +259,22 @@ def test_compare_algorithms_trains_evaluates_and_plots(tmp_path: Path) -> None:
             "ppo_only",
         ]
     )
-    assert (
-        again[0]["status"] == "finished run read"
-        and again[0]["final_style_loss"] == by_method["ppo"]["final_style_loss"]
-    )
+    assert again[0]["status"] == "finished run read"
+    assert {**again[0], "status": None} == {**by_method["ppo"], "status": None}
+    runs = read_json(tmp_path / "compare_algorithms.json")["extra_tables"]["Runs"]
+    assert [run["algo"] for run in runs] == ["style_sac", "sac", "td3", "tqc", "ppo", "a2c"]  # the jobs' order
+    assert len({run["run"] for run in runs}) == len(runs)
     assert (tmp_path / "ppo_only.md").is_file() and (tmp_path / "ppo_only.png").is_file()
+
+
+def test_runs_started_together_get_a_folder_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    taken = tmp_path / "ppo_NST-v0_1"
+    taken.mkdir()  # by another process, after this one chose the name
+    answers = iter([taken])
+    choose = experiment.next_run_dir
+    monkeypatch.setattr(experiment, "next_run_dir", lambda *args: next(answers, None) or choose(*args))
+    assert experiment.claim_run_dir(tmp_path, "NST-v0", "ppo") == tmp_path / "ppo_NST-v0_2"
+    assert (tmp_path / "ppo_NST-v0_2").is_dir()
 
 
 def test_compare_algorithms_reports_runs_that_do_not_fit_memory(tmp_path: Path, monkeypatch) -> None:
