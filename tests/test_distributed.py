@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
-from agents import StyleSAC, stylize
-from agents.distributed import process_group, replicate
+from agents import StyleSAC, stylize, train_sac
+from agents.distributed import LAUNCH_VARIABLES, process_group, replicate
 from agents.experiment import algorithm_kwargs, make_env
+from benchmarks import scaling
 from benchmarks.common import style_sac_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -178,3 +180,26 @@ def test_a_killed_rank_ends_the_run_and_torchrun_resumes_it_into_one_model(tmp_p
     argv = ["--model", str(run / "model.zip"), "--content", "chelsea", "--style", "starry_night", "--steps", "2"]
     assert stylize.main([*argv, "--out", str(out), "--device", "cpu", "--backend", "torch"]) == 0
     assert len(list(out.glob("*step02.png"))) == 1
+
+
+def test_distributed_outside_torchrun_is_a_one_line_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    for name in LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        train_sac.main(["--distributed", "-f", str(tmp_path), *FLAGS])
+    assert exit_info.value.code == 2 and not any(tmp_path.iterdir())
+    err = capsys.readouterr().err
+    assert err.startswith("error: --distributed runs under torchrun") and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow  # two torchrun launches: about 35 s on a busy 2-core machine
+def test_scaling_benchmark_measures_every_rank_count(tmp_path: Path) -> None:
+    argv = ["--ranks", "1", "2", "--image-size", "16", "--steps", "2", "--warmup", "1", "--threads", "1"]
+    rows = scaling.main([*argv, "--device", "cpu", "--out", str(tmp_path)])
+    assert [row["ranks"] for row in rows] == [1, 2] and rows[0]["speedup"] == 1.0
+    for row in rows:
+        assert row["env_steps_per_s"] == pytest.approx(row["ranks"] * row["updates_per_s"])
+        assert row["allreduces_per_update"] >= 3 and row["allreduce_mib_per_update"] > 0
+        assert row["load_1min_before"] is not None
+    assert rows[0]["allreduce_mib_per_update"] == rows[1]["allreduce_mib_per_update"]  # the gradients' size
+    assert all((tmp_path / f"scaling.{ext}").is_file() for ext in ("md", "csv", "json", "png"))
