@@ -1,6 +1,7 @@
 """Distributed StyleSAC on the CPU (gloo, 2 ranks, 16 px): the averaged gradient is that of the ranks' batches
 together, the ranks' weights stay bit-identical, a killed rank ends the run with a one-line error, and a torchrun
-launch of ``agents.train_sac --distributed`` resumes it into one model that ``agents.stylize`` loads."""
+launch of ``agents.train_sac --distributed`` resumes it into one model that ``agents.stylize`` loads; ``-m slow``:
+``benchmarks.scaling`` at 1 and 2 ranks."""
 
 from __future__ import annotations
 
