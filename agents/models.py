@@ -1,8 +1,9 @@
 """Finding a policy by name or path: released weights or a saved StyleSAC zip.
 
-Released models (the papers' authors' weights, shipped in ``agents/pretrained``): ``rlministyler``
-(RLMiniStyler, any style; Hu et al., IJCAI 2025) and ``rlnst:blue_swirls``, ``rlnst:fire``,
-``rlnst:maxresdefault`` (RL-NST, one style each; Feng et al., 2023).
+Shipped models (in ``agents/pretrained``): the papers' authors' weights ``rlministyler`` (RLMiniStyler, any
+style; Hu et al., IJCAI 2025) and ``rlnst:blue_swirls``, ``rlnst:fire``, ``rlnst:maxresdefault`` (RL-NST, one
+style each; Feng et al., 2023); and ours, ``rlministyler_ft128`` (RLMiniStyler fine-tuned by StyleSAC; its
+folder's README.md says how and how it compares).
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.networks.pretrained import RLNST_PREFIX, RLNST_STYLES, rlnst_style_image_path
+from agents.networks.pretrained import MINISTYLER_MODELS, RLNST_PREFIX, RLNST_STYLES, rlnst_style_image_path
 from agents.style_sac import ActorBuilderPolicy, MiniStylerPolicy, RLNSTPolicy, StyleSAC
 from nst_env.utils import resolve_device
 
 #: Names of the released models shipped with the package.
-RELEASED = ("rlministyler", *(RLNST_PREFIX + style for style in RLNST_STYLES))
+RELEASED = (*MINISTYLER_MODELS, *(RLNST_PREFIX + style for style in RLNST_STYLES))
 
 
 class ModelLoadError(ValueError):

@@ -24,6 +24,12 @@ from torch import nn
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 #: Folder of RLMiniStyler's released actor and builder.
 MINISTYLER_DIR = PRETRAINED_DIR / "rlministyler"
+#: Shipped RLMiniStyler weights by name: the authors' release and ours, fine-tuned from it (each folder's
+#: README.md says how it was made and how it compares).
+MINISTYLER_MODELS: dict[str, Path] = {
+    "rlministyler": MINISTYLER_DIR,
+    "rlministyler_ft128": PRETRAINED_DIR / "rlministyler_ft128",
+}
 #: Folder holding one sub-folder per released RL-NST style.
 RLNST_DIR = PRETRAINED_DIR / "rlnst"
 #: Styles of the released RL-NST models (no style image was published for ``fire``).
@@ -169,14 +175,34 @@ def load_ministyler_pretrained(
 
     :param actor: a :class:`~agents.networks.MiniStylerActor`.
     :param builder: a :class:`~agents.networks.MiniStylerBuilder`.
-    :param directory: folder holding ``actor.pth.tar`` and ``builder.pth.tar``; ``None``: the packaged
-        release.
+    :param directory: a name of :data:`MINISTYLER_MODELS`, or a folder holding ``actor.pth.tar`` and
+        ``builder.pth.tar`` (the authors' module names or ours); ``None``: the authors' release.
     :raises FileNotFoundError: if a file is missing.
     :raises ValueError: if a file is unreadable or does not fit the network.
     """
-    folder = MINISTYLER_DIR if directory is None else Path(directory)
+    named = MINISTYLER_MODELS.get(str(directory or "rlministyler"))
+    folder = named if named is not None else Path(directory)  # type: ignore[arg-type]
     load_checkpoint(actor, folder / "actor.pth.tar", MINISTYLER_ACTOR_KEY_MAP)
     load_checkpoint(builder, folder / "builder.pth.tar", MINISTYLER_BUILDER_KEY_MAP)
+
+
+def save_ministyler_weights(actor: nn.Module, builder: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write an actor and a builder as ``actor.pth.tar`` and ``builder.pth.tar`` (float32 state dicts on the
+    CPU, our module names), the layout :func:`load_ministyler_pretrained` reads; each file atomically.
+
+    :param actor: a :class:`~agents.networks.MiniStylerActor`.
+    :param builder: a :class:`~agents.networks.MiniStylerBuilder`.
+    :param directory: the folder to write (created).
+    """
+    from agents.cli import atomic_path
+
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, module in (("actor", actor), ("builder", builder)):
+        state = {key: value.detach().float().cpu() for key, value in module.state_dict().items()}
+        with atomic_path(folder / f"{name}.pth.tar") as partial:
+            torch.save(state, partial)
+    return folder
 
 
 def _rlnst_folder(name_or_dir: str | os.PathLike) -> Path:
@@ -221,6 +247,8 @@ __all__ = [
     "MINISTYLER_ACTOR_KEY_MAP",
     "MINISTYLER_BUILDER_KEY_MAP",
     "MINISTYLER_DIR",
+    "MINISTYLER_MODELS",
+    "save_ministyler_weights",
     "PRETRAINED_DIR",
     "RLNST_ACTOR_KEY_MAP",
     "RLNST_DIR",

@@ -134,7 +134,8 @@ class MiniStylerPolicy(ActorBuilderPolicy):
     def load_released(self, name: str = "rlministyler") -> None:
         """Load RLMiniStyler's released actor + builder.
 
-        :param name: ``"rlministyler"`` (the authors' release) or a folder holding ``actor.pth.tar`` and
+        :param name: ``"rlministyler"`` (the authors' release), ``"rlministyler_ft128"`` (ours, fine-tuned from
+            it; :data:`~agents.networks.pretrained.MINISTYLER_MODELS`) or a folder holding ``actor.pth.tar`` and
             ``builder.pth.tar``.
         :raises ValueError: for a policy with ``residual_builder=True`` (the released builder is not residual).
         """
@@ -143,7 +144,7 @@ class MiniStylerPolicy(ActorBuilderPolicy):
                 "the released RLMiniStyler builder is not residual: make the policy with "
                 "residual_builder=False to load it."
             )
-        load_ministyler_pretrained(self.actor, self.builder, None if name == "rlministyler" else name)
+        load_ministyler_pretrained(self.actor, self.builder, name)
 
     # ----------------------------------------------------------------- acting
     def sample(
