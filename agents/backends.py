@@ -27,7 +27,15 @@ import numpy as np
 import torch
 
 from agents.cli import remove_partial_files
-from agents.inference import PreparedStyle, StepRunner, TorchRunner, at_least_min_side, image_to_tensor, tensor_to_image
+from agents.inference import (
+    PreparedStyle,
+    StepRunner,
+    TorchRunner,
+    at_least_min_side,
+    image_to_tensor,
+    resize_style,
+    tensor_to_image,
+)
 from agents.style_sac import ActorBuilderPolicy, MiniStylerPolicy
 
 BACKENDS = ("auto", "torch", "onnx")
@@ -109,12 +117,14 @@ class OnnxRunner:
         self.device = torch.device(device)
         self.stylizer = OnnxStylizer(path, threads, onnx_providers(self.device))
 
-    def prepare(self, style: np.ndarray) -> PreparedStyle:
+    def prepare(self, style: np.ndarray, size: int | None = None) -> PreparedStyle:
         """The style image and its code from the style encoder.
 
         :param style: ``h x w x 3`` uint8 style image (any size; sides under the networks' minimum are stretched).
+        :param size: the longer side the style is encoded at (:func:`~agents.inference.resize_style`; ``None``:
+            its own size).
         """
-        image = self.load(at_least_min_side(style))
+        image = self.load(at_least_min_side(resize_style(style, size)))
         return PreparedStyle(image, self.stylizer.encode(image))
 
     def load(self, image: np.ndarray) -> np.ndarray:

@@ -122,6 +122,28 @@ def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def int_range_or_none(low: int, high: int | None = None) -> Callable[[str], int | None]:
+    """An argparse ``type``: ``0`` or ``none`` (an option's "off": ``None``), or an integer in ``[low, high]``
+    (``high=None``: no upper bound).
+
+    :param low: the smallest integer accepted besides 0.
+    :param high: the largest value accepted.
+    """
+    in_range = int_range(low, high)
+
+    def parse(text: str) -> int | None:
+        if text.strip().lower() == "none":
+            return None
+        try:
+            return None if int(text) == 0 else in_range(text)
+        except (ValueError, argparse.ArgumentTypeError):
+            expected = f">= {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"expected 0, none or an integer {expected}, got {text!r}") from None
+
+    parse.__name__ = "int"
+    return parse
+
+
 def float_range(low: float, high: float | None = None, low_inclusive: bool = False) -> Callable[[str], float]:
     """An argparse ``type``: a finite float above ``low`` (or at it, with ``low_inclusive``) and at most ``high``.
 

@@ -7,8 +7,9 @@ The steps are run by a :class:`StepRunner`: :class:`TorchRunner` (the policy in 
 :func:`torch.inference_mode`, optionally ``channels_last`` and float16) or :class:`agents.backends.OnnxRunner`
 (the exported graphs in ONNX Runtime). The style image does not change over the steps, frames and photos it is
 used for, so its encoding by the actor's style branch (:class:`~agents.networks.StyleCode`, two thirds of a
-step's cost with a large style image) is computed once (:meth:`StepRunner.prepare`) and reused. Images smaller than the networks take
-(:data:`MIN_SIDE`) are processed stretched to it and resized back.
+step's cost with a large style image) is computed once (:meth:`StepRunner.prepare`) and reused. The size the style
+is encoded at is a choice (:func:`resize_style`, ``agents.stylize --style-size``): by default the style image's
+own size. Images smaller than the networks take (:data:`MIN_SIDE`) are processed stretched to it and resized back.
 """
 
 from __future__ import annotations
@@ -56,6 +57,23 @@ def at_least_min_side(image: np.ndarray) -> np.ndarray:
     return resize(image, max(width, MIN_SIDE), max(height, MIN_SIDE))
 
 
+def resize_style(style: np.ndarray, size: int | None) -> np.ndarray:
+    """The style image as it is to be encoded: resized (keeping its aspect) so that its longer side is ``size``.
+
+    :param style: ``h x w x 3`` uint8 style image.
+    :param size: the longer side in px (at least 1; the shorter side is rounded, at least 1 px); ``None``: the
+        image at its own size (returned as is).
+    :raises ValueError: ``size`` below 1.
+    """
+    if size is None:
+        return style
+    if size < 1:
+        raise ValueError(f"the style size must be a positive number of pixels (or None), got {size}.")
+    height, width = style.shape[:2]
+    scale = size / max(height, width)
+    return resize(style, max(1, round(width * scale)), max(1, round(height * scale)))
+
+
 class PreparedStyle(NamedTuple):
     """A style image made ready once for a runner, to be reused for every step, frame and photo."""
 
@@ -68,15 +86,18 @@ class PreparedStyle(NamedTuple):
 
 
 @torch.no_grad()
-def prepare_style(policy: ActorBuilderPolicy, style: np.ndarray) -> PreparedStyle:
+def prepare_style(policy: ActorBuilderPolicy, style: np.ndarray, size: int | None = None) -> PreparedStyle:
     """Encode a style image once with the policy's style branch (:meth:`MiniStylerActor.encode_style
     <agents.networks.MiniStylerActor.encode_style>`, on the image padded as :meth:`MiniStylerPolicy.sample
     <agents.style_sac.policies.MiniStylerPolicy.sample>` pads it).
 
     :param policy: the policy (its device is used).
     :param style: ``h x w x 3`` uint8 style image (any size; sides under :data:`MIN_SIDE` are stretched to it).
+    :param size: the longer side the style is resized to before it is encoded (:func:`resize_style`; ``None``:
+        its own size).
     """
-    image, _ = pad_to_multiple(image_to_tensor(at_least_min_side(style), policy.device), policy.downsampling)
+    style = at_least_min_side(resize_style(style, size))
+    image, _ = pad_to_multiple(image_to_tensor(style, policy.device), policy.downsampling)
     if not isinstance(policy, MiniStylerPolicy):
         return PreparedStyle(image, None)
     policy.set_training_mode(False)
@@ -93,8 +114,9 @@ class StepRunner(Protocol):
     #: whether it stylises with any style image (``False``: the style is in the weights)
     needs_style_image: bool
 
-    def prepare(self, style: np.ndarray) -> PreparedStyle:
-        """Encode ``h x w x 3`` uint8 ``style`` once (:class:`PreparedStyle`)."""
+    def prepare(self, style: np.ndarray, size: int | None = None) -> PreparedStyle:
+        """Encode ``h x w x 3`` uint8 ``style`` once (:class:`PreparedStyle`), resized first so that its longer
+        side is ``size`` (:func:`resize_style`; ``None``: at its own size)."""
 
     def load(self, image: np.ndarray) -> Any:
         """The ``H x W x 3`` uint8 ``image`` (sides of at least :data:`MIN_SIDE`) as a moving image."""
@@ -146,13 +168,14 @@ class TorchRunner:
             self.policy.set_training_mode(False)
             yield
 
-    def prepare(self, style: np.ndarray) -> PreparedStyle:
+    def prepare(self, style: np.ndarray, size: int | None = None) -> PreparedStyle:
         """:func:`prepare_style` in this runner's precision and memory format.
 
         :param style: ``h x w x 3`` uint8 style image (any size).
+        :param size: the longer side the style is encoded at (:func:`resize_style`; ``None``: its own size).
         """
         with self.context():
-            image, code = prepare_style(self.policy, style)
+            image, code = prepare_style(self.policy, style, size)
             return PreparedStyle(image.contiguous(memory_format=self.memory_format), code)
 
     def load(self, image: np.ndarray) -> torch.Tensor:
@@ -200,6 +223,8 @@ class FrameStylizer:
         it over several photos); ``None`` for a single-style policy, whose style is in its weights.
     :param steps: the steps whose images to keep (1-based, e.g. ``(1, 5, 10)``).
     :param deterministic: use the latent distribution's mean (the papers' inference).
+    :param style_size: the longer side a style image is encoded at (:func:`resize_style`; ``None``: its own
+        size); a style already prepared keeps the size it was prepared at.
     """
 
     def __init__(
@@ -208,6 +233,7 @@ class FrameStylizer:
         style: np.ndarray | PreparedStyle | None,
         steps: Sequence[int],
         deterministic: bool = True,
+        style_size: int | None = None,
     ) -> None:
         if not steps or min(steps) < 1:
             raise ValueError(f"steps must be positive step numbers, got {list(steps)}.")
@@ -216,7 +242,7 @@ class FrameStylizer:
             raise ValueError(f"{type(runner).__name__} stylises with any style: it needs a style image.")
         self.steps = sorted(set(steps))
         self.deterministic = deterministic
-        self.style = self.runner.prepare(style) if isinstance(style, np.ndarray) else style
+        self.style = self.runner.prepare(style, style_size) if isinstance(style, np.ndarray) else style
         self.frame = 0
 
     def __call__(self, frame: np.ndarray) -> dict[int, np.ndarray]:
@@ -242,6 +268,7 @@ def stylize_sequence(
     style: np.ndarray | PreparedStyle | None,
     steps: int = 10,
     deterministic: bool = True,
+    style_size: int | None = None,
 ) -> list[np.ndarray]:
     """The ``steps`` images of the stylisation sequence, each at the content image's own size.
 
@@ -251,11 +278,13 @@ def stylize_sequence(
         photos (:meth:`StepRunner.prepare`); ``None`` for a single-style policy, whose style is in its weights.
     :param steps: how many steps to run.
     :param deterministic: use the latent distribution's mean (the papers' inference).
+    :param style_size: the longer side a style image is encoded at (:func:`resize_style`; ``None``: its own
+        size); a style already prepared keeps the size it was prepared at.
     :return: ``steps`` uint8 images ``H x W x 3``.
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}.")
-    outputs = FrameStylizer(runner, style, range(1, steps + 1), deterministic)(content)
+    outputs = FrameStylizer(runner, style, range(1, steps + 1), deterministic, style_size)(content)
     return [outputs[k] for k in sorted(outputs)]
 
 

@@ -18,10 +18,12 @@ computes in float16 in PyTorch on CUDA (off by default: see :mod:`agents.backend
 
 Images (and frames) too large for the memory at hand are processed at the largest size that fits (with a
 note), and those smaller than the networks take (a side under 5 px) at the smallest size that works; the
-outputs are resized back to the input's size. Each style image is encoded once for all its steps, frames
-and photos. A bad input (a missing, unreadable or incompatible file, an out-of-range flag) is reported in one
-line and the exit status is 2; outputs are written atomically, so a failed or interrupted run leaves no
-partial file.
+outputs are resized back to the input's size. Each style image is read with its longer side at most 1024 px
+(:data:`STYLE_MAX_SIDE`) and encoded once for all its steps, frames and photos; ``--style-size N`` resizes it
+first (keeping its aspect) so that its longer side is ``N`` px (the papers trained with 256 px style crops;
+default ``0`` or ``none``: the style as read). A bad input (a missing, unreadable or incompatible file, an
+out-of-range flag) is reported in one line and the exit status is 2; outputs are written atomically, so a
+failed or interrupted run leaves no partial file.
 """
 
 from __future__ import annotations
@@ -38,7 +40,16 @@ import torch
 from tqdm import tqdm
 
 from agents.backends import BACKENDS, CACHE_ENV, make_runner
-from agents.cli import UsageError, atomic_path, cli_main, device_name, fail, int_range, one_line
+from agents.cli import (
+    UsageError,
+    atomic_path,
+    cli_main,
+    device_name,
+    fail,
+    int_range,
+    int_range_or_none,
+    one_line,
+)
 from agents.inference import (
     MIN_SIDE,
     FrameStylizer,
@@ -141,6 +152,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int_range(MIN_SIDE),
         default=None,
         help="process at most this long a side (outputs are resized back)",
+    )
+    p.add_argument(
+        "--style-size",
+        type=int_range_or_none(MIN_SIDE, STYLE_MAX_SIDE),
+        default=None,
+        help="encode the style resized so that its longer side is this many px (0 or none: at its own size)",
     )
     p.add_argument("--sample", action="store_true", help="sample latents instead of using the distribution mean")
     p.add_argument(
@@ -271,16 +288,17 @@ def write_video(
     return stylizer.frame
 
 
-def load_style(runner: StepRunner, path: Path | None) -> PreparedStyle | None:
+def load_style(runner: StepRunner, path: Path | None, size: int | None = None) -> PreparedStyle | None:
     """A style image read (longest side at most :data:`STYLE_MAX_SIDE`) and encoded once by ``runner``
     (``None`` for a single-style model or without an image).
 
     :param runner: what runs the steps.
     :param path: the style image.
+    :param size: the longer side it is encoded at (``--style-size``; ``None``: as read).
     """
     if not runner.needs_style_image or path is None:
         return None
-    return runner.prepare(load_image(path, max_side=STYLE_MAX_SIDE))
+    return runner.prepare(load_image(path, max_side=STYLE_MAX_SIDE), size)
 
 
 #: What makes one (content, style) pair fail while the others go on.
@@ -313,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(total=total, desc="pairs", disable=total == 1 or bool(args.video)) as bar:
         for style_name, style_path in styles:
             try:
-                style = load_style(runner, style_path)
+                style = load_style(runner, style_path, args.style_size)
             except PAIR_ERRORS as exc:
                 failures += len(inputs)
                 bar.update(len(inputs))

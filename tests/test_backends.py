@@ -12,9 +12,9 @@ from PIL import Image
 from test_cli_errors import expect_usage_error
 
 from agents import export_onnx, stylize
-from agents.backends import OnnxRunner, cached_export
+from agents.backends import OnnxRunner, cached_export, make_runner
 from agents.export_onnx import style_encoder_path
-from agents.inference import FrameStylizer, TorchRunner
+from agents.inference import FrameStylizer, TorchRunner, stylize_sequence
 from agents.models import load_policy
 from nst_env.images import load_image, resize, resolve_sample
 
@@ -74,6 +74,29 @@ def test_stylize_backends_agree_and_explain_themselves(tmp_path: Path, capsys) -
     expect_usage_error(stylize.main, [*base, *out, "--half"], capsys, "--half needs a CUDA device")
     expect_usage_error(stylize.main, [*base, *out, "--backend", "torch", "--int8"], capsys, "--int8")
     assert not (tmp_path / "bad").exists()
+
+
+def test_style_size_resizes_the_style_before_it_is_encoded(tmp_path: Path) -> None:
+    """``--style-size`` (both runners' ``prepare``): a 128 x 96 style encoded at 64 px gives other outputs than at
+    its own size, the same as the style resized beforehand; ``--style-size 0`` and ``none`` are the default's."""
+    policy = load_policy("rlministyler", "cpu")
+    content, style = sample("chelsea", 24, 20), sample("starry_night", 96, 128)
+    for runner in (TorchRunner(policy), make_runner(policy, "onnx")):
+        own = stylize_sequence(runner, content, style, 1)[0].astype(int)
+        small = stylize_sequence(runner, content, style, 1, style_size=64)[0].astype(int)
+        assert np.array_equal(small, stylize_sequence(runner, content, resize(style, 64, 48), 1)[0])
+        assert np.abs(own - small).max() > 1, type(runner).__name__
+    Image.fromarray(content).save(tmp_path / "photo.png")
+    Image.fromarray(style).save(tmp_path / "art.png")
+    base = ["--content", str(tmp_path / "photo.png"), "--style", str(tmp_path / "art.png"), "--steps", "1"]
+    outputs = {}
+    for size in ("default", "0", "none", "64"):
+        flags = [] if size == "default" else ["--style-size", size]
+        argv = [*base, *flags, "--device", "cpu", "--backend", "torch", "--out", str(tmp_path / size)]
+        assert stylize.main(argv) == 0
+        outputs[size] = np.asarray(Image.open(tmp_path / size / "photo__art_step01.png"), int)
+    assert np.array_equal(outputs["0"], outputs["default"]) and np.array_equal(outputs["none"], outputs["default"])
+    assert np.abs(outputs["64"] - outputs["default"]).max() > 1
 
 
 def test_int8_export_stays_close_to_float(tmp_path: Path, capsys) -> None:

@@ -266,6 +266,10 @@ def test_export_onnx_rejects_bad_arguments(
         (["--steps", "100000"], ("--steps",)),
         (["--max-side", "0"], ("--max-side", ">= 5")),
         (["--max-side", "-5"], ("--max-side",)),
+        (["--style-size", "-1"], ("--style-size", "0, none or an integer from 5 to 1024", "'-1'")),
+        (["--style-size", "2.5"], ("--style-size", "'2.5'")),
+        (["--style-size", "3"], ("--style-size", "'3'")),
+        (["--style-size", "4096"], ("--style-size", "'4096'")),
         (["--device", "gpu"], ("--device",)),
         (["--style", "no_such_style"], ("no_such_style",)),
     ],
@@ -312,6 +316,7 @@ def test_stylize_reports_unusable_videos(
         (env_throughput.main, ["--steps", "0"], "--steps"),
         (quality.main, ["--pairs", "0"], "--pairs"),
         (quality.main, ["--strengths", "2"], "--strengths"),
+        (quality.main, ["--style-sizes", "256", "-5"], "--style-sizes"),
         (
             quality.main,
             [
