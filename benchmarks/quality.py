@@ -14,32 +14,51 @@ Methods, each at several settings (one point per setting on the trade-off curve)
 - the content photo itself (no stylisation) as the reference point;
 - with ``--int8``, each RLMiniStyler ``--model``'s int8 ONNX export (:mod:`agents.quantize`, cached as by
   ``agents.stylize --int8``) at the same steps, method ``<model> (ONNX int8)``: scored like the others, plus
-  ``float_mae``, the mean absolute difference (in ``[0, 1]``) to the float model's output at the same step.
+  ``float_mae``, the mean absolute difference (in ``[0, 1]``) to the float model's output at the same step;
+- with ``--style-sizes``, each ``--model`` (and int8 export) once per style-encoding size, as methods
+  ``<model> (style N px)`` and, for ``0``, ``<model> (style own size)`` (see below).
 
-Content and style images are resized to ``--size`` squared. Writes ``NAME.{md,csv,json}`` (means over
-pairs; ``NAME_pairs.csv``: every pair), ``NAME_tradeoff.png`` (style loss against content loss) and
-``NAME_grid.png`` (rows: pairs; columns: methods and settings) under ``--out``, ``NAME`` being ``--name``
-(default ``quality``).
+Content and style images are resized to ``--size`` squared: the methods take them so, and the metrics compare
+with them (the style loss with both output and style at 256x256). Without ``--style-sizes`` our agents encode
+that square style too.
+
+``--style-sizes N ...`` measures what the size the style is encoded at does to quality, as
+``agents.stylize --style-size N`` would encode it: the style image is read as ``agents.stylize`` reads it (its
+own aspect, longer side at most 1024 px, :data:`agents.stylize.STYLE_MAX_SIDE`), resized so that its longer side
+is ``N`` px (``0``: as read; :func:`agents.inference.resize_style`) and encoded by the style branch. Everything
+else is the same for every size: the content photo at ``--size``, the steps and the metrics' references, so the
+rows of one model differ only by the style encoding, and its style loss, content loss and SSIM at each step
+can be read side by side. For example, to choose ``--style-size``'s default on held-out pairs::
+
+    python -m benchmarks.quality --content-dir data/corpus_split/eval/photos --style-dir data/corpus_split/eval/art \\
+        --pairs 24 --size 512 --model rlministyler --style-sizes 0 256 512 --strengths --gatys-iterations
+
+Writes ``NAME.{md,csv,json}`` (means over pairs; ``NAME_pairs.csv``: every pair), ``NAME_tradeoff.png`` (style
+loss against content loss) and ``NAME_grid.png`` (rows: pairs; columns: methods and settings) under ``--out``,
+``NAME`` being ``--name`` (default ``quality``).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from agents.backends import make_runner
-from agents.cli import cli_main, float_range, int_range
-from agents.inference import StepRunner, stylize_sequence
+from agents.cli import cli_main, float_range, int_range, int_range_or_none
+from agents.inference import MIN_SIDE, StepRunner, stylize_sequence
 from agents.models import load_policy
 from agents.style_sac import MiniStylerPolicy
+from agents.stylize import STYLE_MAX_SIDE
 from benchmarks.common import Report, benchmark_parser, configure_torch, machine_info, pyplot, save_figure, settings_of
 from benchmarks.metrics import QualityMetrics
 from benchmarks.peers import StyleTransferLite, gatys, onnx_runtime_device
@@ -71,22 +90,45 @@ class Output:
     reference: str | None = None  #: the method whose output at the same setting this one is compared with
 
 
-#: A method: ``(content, style) -> outputs`` (uint8 ``H x W x 3`` arrays in, one output per setting).
-Method = Callable[[np.ndarray, np.ndarray], list[Output]]
+class Pair(NamedTuple):
+    """One (content, style) pair as the methods take it (uint8 ``H x W x 3`` arrays)."""
+
+    content: np.ndarray  #: the photo at ``--size`` squared
+    style: np.ndarray  #: the style at ``--size`` squared (the peers' style, and the metrics' reference)
+    #: with ``--style-sizes``: the style as ``agents.stylize`` reads it (its own aspect, longer side at most
+    #: :data:`~agents.stylize.STYLE_MAX_SIDE`), which our agents encode; ``None``: they encode :attr:`style`
+    style_image: np.ndarray | None = None
+
+    @property
+    def agent_style(self) -> np.ndarray:
+        """The style image our agents encode: :attr:`style_image` when read, else :attr:`style`."""
+        return self.style if self.style_image is None else self.style_image
 
 
-def agent_method(name: str, runner: MiniStylerPolicy | StepRunner, steps: int, reference: str | None = None) -> Method:
+#: A method: a pair -> outputs (one per setting).
+Method = Callable[[Pair], list[Output]]
+
+
+def agent_method(
+    name: str,
+    runner: MiniStylerPolicy | StepRunner,
+    steps: int,
+    reference: str | None = None,
+    style_size: int | None = None,
+) -> Method:
     """Our step-wise agent: outputs of steps 1..``steps`` of one deterministic sequence.
 
     :param name: the method's label.
     :param runner: the actor-builder policy, or what runs its steps (e.g. the int8 ONNX graph).
     :param steps: number of steps.
     :param reference: the method whose outputs these are compared with (``float_mae``).
+    :param style_size: the longer side the pair's :attr:`~Pair.agent_style` is resized to before it is encoded
+        (:func:`agents.inference.resize_style`; ``None``: as it is).
     """
 
-    def run(content: np.ndarray, style: np.ndarray) -> list[Output]:
+    def run(pair: Pair) -> list[Output]:
         start = time.perf_counter()
-        images = stylize_sequence(runner, content, style, steps)
+        images = stylize_sequence(runner, pair.content, pair.agent_style, steps, style_size=style_size)
         per_step = (time.perf_counter() - start) / steps
         return [Output(name, f"step {k}", k, image, k * per_step, reference) for k, image in enumerate(images, 1)]
 
@@ -100,11 +142,11 @@ def peer_method(peer: StyleTransferLite, strengths: Sequence[float]) -> Method:
     :param strengths: style strengths in ``[0, 1]``.
     """
 
-    def run(content: np.ndarray, style: np.ndarray) -> list[Output]:
+    def run(pair: Pair) -> list[Output]:
         outputs = []
         for strength in strengths:
             start = time.perf_counter()
-            image = peer.stylize(content, style, strength)
+            image = peer.stylize(pair.content, pair.style, strength)
             outputs.append(Output(PEER, f"strength {strength:g}", strength, image, time.perf_counter() - start))
         return outputs
 
@@ -121,18 +163,21 @@ def gatys_method(metrics: QualityMetrics, iterations: Sequence[int], style_weigh
     """
     iterations = sorted(iterations)
 
-    def run(content: np.ndarray, style: np.ndarray) -> list[Output]:
+    def run(pair: Pair) -> list[Output]:
         start = time.perf_counter()
-        images = gatys(content, style, metrics.vgg, iterations, style_weight, lr)
+        images = gatys(pair.content, pair.style, metrics.vgg, iterations, style_weight, lr)
         per_iteration = (time.perf_counter() - start) / iterations[-1]
         return [Output(GATYS, f"{n} it", n, image, n * per_iteration) for n, image in zip(iterations, images)]
 
     return run
 
 
-def content_photo_method(content: np.ndarray, style: np.ndarray) -> list[Output]:
-    """The unstylised photo: content loss 0 and SSIM 1 by construction; its style loss is the baseline."""
-    return [Output(CONTENT_PHOTO, "-", 0, content, 0.0)]
+def content_photo_method(pair: Pair) -> list[Output]:
+    """The unstylised photo: content loss 0 and SSIM 1 by construction; its style loss is the baseline.
+
+    :param pair: the pair (its content is the output).
+    """
+    return [Output(CONTENT_PHOTO, "-", 0, pair.content, 0.0)]
 
 
 def select_pairs(content_dir: Path, style_dir: Path, n: int, seed: int) -> list[tuple[Path, Path]]:
@@ -155,6 +200,25 @@ def model_label(model: str) -> str:
     if path.suffix != ".zip":
         return model
     return path.parent.name if path.stem == "model" else path.stem
+
+
+def style_size_label(size: int | None) -> str:
+    """What a ``--style-sizes`` entry adds to a model's label: `` (style N px)``, `` (style own size)`` for ``0``.
+
+    :param size: the entry (``None``: ``0``, the style as read).
+    """
+    return " (style own size)" if size is None else f" (style {size} px)"
+
+
+def grid_name(method: str) -> str:
+    """A method's short name in the grid's labels: :data:`GRID_NAMES`', else its first 12 characters, followed
+    by ``sN`` (``sown``) for a ``--style-sizes`` entry.
+
+    :param method: the method's label.
+    """
+    size = re.search(r" \(style (\d+) px\)| \(style own size\)", method)
+    short = GRID_NAMES.get(method, method[:12])
+    return short if size is None else f"{short} s{size.group(1) or 'own'}"
 
 
 def summarise(rows: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -230,6 +294,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int_range(1), default=4, help="content x style pairs, drawn with --seed")
     p.add_argument("--size", type=int_range(16, 8192), default=256, help="content and style are resized to SIZE x SIZE")
     p.add_argument("--model", nargs="+", default=["rlministyler"], help="released model names or StyleSAC zips")
+    p.add_argument(
+        "--style-sizes",
+        type=int_range_or_none(MIN_SIDE, STYLE_MAX_SIDE),
+        nargs="+",
+        default=None,
+        help="score each model once per style-encoding size (longer side in px; 0: the style's own size, as "
+        "agents.stylize reads it); default: the style at --size squared",
+    )
     p.add_argument("--steps", type=int_range(1, 1000), default=10, help="stylisation steps of our agents")
     p.add_argument(
         "--strengths",
@@ -266,12 +338,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     machine = machine_info(device)
     metrics = QualityMetrics(device)
     methods: list[Method] = [content_photo_method]
+    sizes = None if args.style_sizes is None else dict.fromkeys(args.style_sizes)  # "0" and "none" are one size
+    encodings = [(None, "")] if sizes is None else [(size, style_size_label(size)) for size in sizes]
     for model in args.model:
         policy = load_policy(model, device)
-        methods.append(agent_method(model_label(model), policy, args.steps))
-        if args.int8:
-            runner = make_runner(policy, "onnx", args.onnx_cache, int8=True)
-            methods.append(agent_method(f"{model_label(model)} (ONNX int8)", runner, args.steps, model_label(model)))
+        int8 = make_runner(policy, "onnx", args.onnx_cache, int8=True) if args.int8 else None
+        for style_size, suffix in encodings:
+            label = model_label(model) + suffix
+            methods.append(agent_method(label, policy, args.steps, style_size=style_size))
+            if int8 is not None:
+                methods.append(agent_method(f"{label} (ONNX int8)", int8, args.steps, label, style_size))
     if args.strengths:
         methods.append(peer_method(StyleTransferLite(onnx_runtime_device(device), args.threads), args.strengths))
     if args.gatys_iterations:
@@ -282,12 +358,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     for content_path, style_path in select_pairs(args.content_dir, args.style_dir, args.pairs, args.seed):
         content = resize(load_image(content_path, max_side=4 * args.size), args.size, args.size)
         style = resize(load_image(style_path, max_side=4 * args.size), args.size, args.size)
+        style_image = None if args.style_sizes is None else load_image(style_path, max_side=STYLE_MAX_SIDE)
+        inputs = Pair(content, style, style_image)
         reference = metrics.reference(content, style)
         pair = f"{content_path.stem} x {style_path.stem}"
         tiles = [(content, content_path.stem), (style, style_path.stem)]
         images: dict[tuple[str, str], np.ndarray] = {}  # this pair's outputs, for the comparisons
         for method in methods:
-            for output in method(content, style):
+            for output in method(inputs):
                 scores = metrics.evaluate(output.image, reference)
                 images[output.method, output.setting] = output.image
                 if output.reference is not None:
@@ -305,9 +383,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                 )
                 shown = output.method in (PEER, GATYS) or output.knob in args.grid_steps
                 if output.method != CONTENT_PHOTO and shown:
-                    tiles.append(
-                        (output.image, f"{GRID_NAMES.get(output.method, output.method[:12])} {output.setting}")
-                    )
+                    tiles.append((output.image, f"{grid_name(output.method)} {output.setting}"))
         grid_rows.append(tiles)
         print(f"{pair}: done ({len(rows)} outputs scored)", flush=True)
 
@@ -351,6 +427,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             (
                 f"Gatys: Adam (lr {args.gatys_lr:g}) on the pixels from the photo, content relu4_1 + "
                 f"{args.gatys_style_weight:g} x mean/std style loss at relu1_1..relu4_1 (our agent's training losses)."
+            ),
+            *(
+                [
+                    f"`(style N px)`: the model with the style image read as `agents.stylize` reads it (its own "
+                    f"aspect, longer side at most {STYLE_MAX_SIDE} px) and resized so that its longer side is N px "
+                    "before it is encoded (`own size`: as read); the content, the steps and the metrics' references "
+                    f"(the style at {args.size}x{args.size}) are the same for every size."
+                ]
+                if args.style_sizes
+                else []
             ),
             "Pairs: " + "; ".join(str(r[0][1]) + " x " + str(r[1][1]) for r in grid_rows) + ".",
         ],

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from agents import experiment, export_onnx, train
 from agents.experiment import ALGOS, algorithm_class
@@ -105,6 +106,23 @@ def test_quality_writes_tables_and_figures(tmp_path: Path, ablation_models: list
     assert "float_mae" not in rows[("rlministyler", "step 2")]
     document = read_json(tmp_path / "quality.json")
     assert document["machine"]["torch"] == torch.__version__ and document["machine"]["device"] == "cpu"
+
+
+def test_quality_scores_each_style_encoding_size(tmp_path: Path) -> None:
+    """``--style-sizes 0 16``: the model once per style-encoding size, as separate methods side by side."""
+    photos, art = tmp_path / "photos", tmp_path / "art"
+    photos.mkdir()
+    art.mkdir()
+    Image.fromarray(sample("chelsea", 24)).save(photos / "chelsea.png")
+    Image.fromarray(resize(load_image(resolve_sample("starry_night")), 60, 40)).save(art / "starry.png")
+    argv = ["--content-dir", str(photos), "--style-dir", str(art), "--size", "16", "--pairs", "1", "--steps", "1"]
+    argv += ["--grid-steps", "1", "--strengths", "--gatys-iterations", "--style-sizes", "0", "16"]
+    summary = quality.main([*argv, "--threads", "1", "--out", str(tmp_path / "out")])
+    rows = {(r["method"], r["setting"]): r for r in summary}
+    own, small = ("rlministyler (style own size)", "step 1"), ("rlministyler (style 16 px)", "step 1")
+    assert set(rows) == {("content photo", "-"), own, small}
+    assert rows[own]["style_loss"] != rows[small]["style_loss"]  # the 60 x 40 style encoded as is, or at 16 x 11
+    assert "rlministyler (style 16 px)" in (tmp_path / "out" / "quality_pairs.csv").read_text()
 
 
 def test_no_rl_ablation_trains_actor_builder_only(ablation_models: list[dict]) -> None:
