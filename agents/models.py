@@ -19,7 +19,10 @@ from agents.networks.pretrained import MINISTYLER_MODELS, RLNST_PREFIX, RLNST_ST
 from agents.style_sac import ActorBuilderPolicy, MiniStylerPolicy, RLNSTPolicy, StyleSAC
 from nst_env.utils import resolve_device
 
-#: Names of the released models shipped with the package.
+#: The model ``agents.stylize`` uses by default: ours, since it dominates the authors' on held-out pairs at 256
+#: and 512 px (``agents/pretrained/rlministyler_ft128/README.md``).
+DEFAULT_MODEL = "rlministyler_ft128"
+#: Names of the models shipped with the package.
 RELEASED = (*MINISTYLER_MODELS, *(RLNST_PREFIX + style for style in RLNST_STYLES))
 
 

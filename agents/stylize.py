@@ -58,7 +58,7 @@ from agents.inference import (
     save_sequence,
     stylize_sequence,
 )
-from agents.models import load_policy, released_style_image
+from agents.models import DEFAULT_MODEL, RELEASED, load_policy, released_style_image
 from agents.style_sac import ActorBuilderPolicy
 from nst_env.images import ImageReadError, load_image, resize, resolve_sample, scan_folder
 from nst_env.utils import resolve_device
@@ -121,7 +121,7 @@ def style_list(spec: str | None, model: str | None, policy: ActorBuilderPolicy) 
     if spec is not None:
         return [(path.stem, path) for path in image_list(spec)]
     if policy.needs_style_image:
-        raise ValueError(f"--style is required: {model or 'rlministyler'} stylises with any style image.")
+        raise ValueError(f"--style is required: {model or DEFAULT_MODEL} stylises with any style image.")
     return [(Path(str(model).split(":")[-1]).stem, released_style_image(str(model)))]
 
 
@@ -129,7 +129,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    p.add_argument("--model", default=None, help="StyleSAC .zip, or a released model name (default: rlministyler)")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"StyleSAC .zip, or a shipped model's name: {', '.join(RELEASED)} (default: {DEFAULT_MODEL}, ours, "
+        "fine-tuned from the authors' rlministyler; see agents/pretrained/rlministyler_ft128/README.md)",
+    )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--content", help="content image, folder of images, or built-in name")
     source.add_argument("--video", help="video file to stylise frame by frame (OpenCV reads it)")
