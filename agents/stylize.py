@@ -13,7 +13,7 @@ needs no ``--style`` (outputs are named after its style).
 ``--backend auto`` (the default) runs the steps in ONNX Runtime where it can (an RLMiniStyler model, without
 ``--sample``), else in PyTorch (``channels_last``, ``torch.inference_mode``), saying why in one line;
 ``--backend onnx`` where it cannot is an error. The model is exported to ONNX once and cached
-(``--onnx-cache``, see :mod:`agents.backends`). ``--int8`` runs the int8-quantised step graph; ``--half``
+(``--onnx-cache``, see :mod:`agents.backends`). ``--half``
 computes in float16 in PyTorch on CUDA (off by default: see :mod:`agents.backends`).
 
 Images (and frames) too large for the memory at hand are processed at the largest size that fits (with a
@@ -171,7 +171,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--onnx-cache", type=Path, default=None, help=f"exported models' folder (default: ${CACHE_ENV} or ~/.cache)"
     )
-    p.add_argument("--int8", action="store_true", help="ONNX Runtime with the int8-quantised step graph")
     p.add_argument("--half", action="store_true", help="PyTorch in float16 (CUDA only)")
     return p.parse_args(argv)
 
@@ -327,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         policy = load_policy(args.model, resolve_device(args.device))
     except (RuntimeError, AssertionError) as exc:  # e.g. --device cuda on a machine without CUDA
         fail(f"--device {args.device}: {exc}")
-    runner = make_runner(policy, args.backend, args.onnx_cache, args.sample, args.half, args.int8)
+    runner = make_runner(policy, args.backend, args.onnx_cache, args.sample, args.half)
     styles = style_list(args.style, args.model, policy)
     if args.style is not None and not policy.needs_style_image:
         print(f"note: {args.model} is a single-style model: --style only names the outputs.")

