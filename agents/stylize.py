@@ -20,8 +20,9 @@ Images (and frames) too large for the memory at hand are processed at the larges
 note), and those smaller than the networks take (a side under 5 px) at the smallest size that works; the
 outputs are resized back to the input's size. Each style image is read with its longer side at most 1024 px
 (:data:`STYLE_MAX_SIDE`) and encoded once for all its steps, frames and photos; ``--style-size N`` resizes it
-first (keeping its aspect) so that its longer side is ``N`` px (the papers trained with 256 px style crops;
-default ``0`` or ``none``: the style as read). A bad input (a missing, unreadable or incompatible file, an
+first (keeping its aspect) so that its longer side is ``N`` px (default :data:`DEFAULT_STYLE_SIZE`, 256: the
+papers trained with 256 px style crops, and on held-out pairs it gave more style at the same SSIM than the style
+as read or at 512 px, ``benchmarks/results/style_size_256px.md``; ``0`` or ``none``: the style as read). A bad input (a missing, unreadable or incompatible file, an
 out-of-range flag) is reported in one line and the exit status is 2; outputs are written atomically, so a
 failed or interrupted run leaves no partial file.
 """
@@ -76,6 +77,8 @@ from nst_env.video import (
 BYTES_PER_PIXEL = 600
 #: Longest side a style image is decoded and encoded at.
 STYLE_MAX_SIDE = 1024
+#: The longer side a style is encoded at by default (``--style-size``; see the module docstring).
+DEFAULT_STYLE_SIZE = 256
 #: Most steps ``--steps`` takes (each step costs a full network pass).
 MAX_STEPS = 1000
 
@@ -161,7 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--style-size",
         type=int_range_or_none(MIN_SIDE, STYLE_MAX_SIDE),
-        default=None,
+        default=DEFAULT_STYLE_SIZE,
         help="encode the style resized so that its longer side is this many px (0 or none: at its own size)",
     )
     p.add_argument("--sample", action="store_true", help="sample latents instead of using the distribution mean")

@@ -77,7 +77,7 @@ def test_stylize_backends_agree_and_explain_themselves(tmp_path: Path, capsys) -
 
 def test_style_size_resizes_the_style_before_it_is_encoded(tmp_path: Path) -> None:
     """``--style-size`` (both runners' ``prepare``): a 128 x 96 style encoded at 64 px gives other outputs than at
-    its own size, the same as the style resized beforehand; ``--style-size 0`` and ``none`` are the default's."""
+    its own size, the same as the style resized beforehand; the default is 256, ``0`` and ``none`` the style as read."""
     policy = load_policy("rlministyler", "cpu")
     content, style = sample("chelsea", 24, 20), sample("starry_night", 96, 128)
     for runner in (TorchRunner(policy), make_runner(policy, "onnx")):
@@ -89,13 +89,13 @@ def test_style_size_resizes_the_style_before_it_is_encoded(tmp_path: Path) -> No
     Image.fromarray(style).save(tmp_path / "art.png")
     base = ["--content", str(tmp_path / "photo.png"), "--style", str(tmp_path / "art.png"), "--steps", "1"]
     outputs = {}
-    for size in ("default", "0", "none", "64"):
+    for size in ("default", "256", "0", "none", "64"):
         flags = [] if size == "default" else ["--style-size", size]
         argv = [*base, *flags, "--device", "cpu", "--backend", "torch", "--out", str(tmp_path / size)]
         assert stylize.main(argv) == 0
         outputs[size] = np.asarray(Image.open(tmp_path / size / "photo__art_step01.png"), int)
-    assert np.array_equal(outputs["0"], outputs["default"]) and np.array_equal(outputs["none"], outputs["default"])
-    assert np.abs(outputs["64"] - outputs["default"]).max() > 1
+    assert np.array_equal(outputs["256"], outputs["default"]) and np.array_equal(outputs["none"], outputs["0"])
+    assert np.abs(outputs["64"] - outputs["0"]).max() > 1 and np.abs(outputs["0"] - outputs["default"]).max() > 1
 
 
 def test_int8_export_stays_close_to_float(tmp_path: Path, capsys) -> None:
