@@ -5,7 +5,8 @@
   whether its outputs stay within 1/255 of float32 has not been checked on a GPU yet (the ``gpu``-marked
   ``tests/test_backends.py::test_float16_on_cuda_stays_within_one_level`` checks it); the CPU stays float32.
 - ``onnx``: :class:`OnnxRunner`, the graphs of :mod:`agents.export_onnx` (a step graph and a style encoder, so
-  a style is encoded once) in ONNX Runtime; ``--int8`` uses the int8 step graph (:mod:`agents.quantize`). Only
+  a style is encoded once) in ONNX Runtime; ``int8=True`` uses the int8 step graph (:mod:`agents.quantize`;
+  ``benchmarks.quality --int8`` only: it was slower than float on our CPU, README "Speed and size"). Only
   RLMiniStyler models (:class:`MiniStylerPolicy`) export, and the exported step is the deterministic one.
 - ``auto``: ``onnx`` where it can run (``onnx`` and ``onnxruntime`` importable, a :class:`MiniStylerPolicy`, no
   ``--sample`` or ``--half``, and for CUDA an ONNX Runtime build with its CUDA provider), else ``torch``, with a

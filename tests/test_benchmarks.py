@@ -278,7 +278,12 @@ def test_compare_algorithms_trains_evaluates_and_plots(tmp_path: Path) -> None:
         ]
     )
     assert again[0]["status"] == "finished run read"
-    assert {**again[0], "status": None} == {**by_method["ppo"], "status": None}
+    # The same numbers up to float summation order (the workers evaluate with their own torch thread count).
+    read, trained = {**again[0], "status": None}, {**by_method["ppo"], "status": None}
+    assert read.keys() == trained.keys()
+    for key, value in trained.items():
+        expected = pytest.approx(value, rel=1e-4, abs=1e-6) if isinstance(value, float) else value
+        assert read[key] == expected, key
     runs = read_json(tmp_path / "compare_algorithms.json")["extra_tables"]["Runs"]
     assert [run["algo"] for run in runs] == ["style_sac", "sac", "td3", "tqc", "ppo", "a2c"]  # the jobs' order
     assert len({run["run"] for run in runs}) == len(runs)
