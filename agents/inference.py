@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from agents.allocator import keep_freed_memory
 from agents.cli import atomic_path
 from agents.networks import StyleCode, pad_to_multiple
 from agents.style_sac import StyleSAC
@@ -144,10 +145,14 @@ class TorchRunner:
     :param channels_last: keep images and the policy's convolution weights in ``channels_last`` memory format
         (converts the policy's weights in place; outputs equal within float32 rounding).
     :param half: compute in float16 (``torch.autocast``; CUDA only: channel statistics stay float32).
+    :param reuse_memory: on the CPU, let the C library keep freed memory for the next steps' tensors
+        (:func:`agents.allocator.keep_freed_memory`: process-wide; faster, the resident memory stays near its peak).
     :raises ValueError: ``half`` on a device other than CUDA.
     """
 
-    def __init__(self, policy: ActorBuilderPolicy, channels_last: bool = False, half: bool = False) -> None:
+    def __init__(
+        self, policy: ActorBuilderPolicy, channels_last: bool = False, half: bool = False, reuse_memory: bool = True
+    ) -> None:
         if half and policy.device.type != "cuda":
             raise ValueError(f"float16 inference needs a CUDA device, not {policy.device}.")
         self.policy = policy
@@ -158,6 +163,8 @@ class TorchRunner:
         self.half = half
         if channels_last:
             policy.to(memory_format=torch.channels_last)
+        if reuse_memory and self.device.type == "cpu":
+            keep_freed_memory()
 
     @contextmanager
     def context(self) -> Iterator[None]:

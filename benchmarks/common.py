@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import ctypes
 import datetime as dt
 import gc
 import json
@@ -26,6 +25,8 @@ import numpy as np
 import psutil
 import torch
 import yaml
+
+from agents.allocator import release_freed_memory
 
 #: Where every benchmark writes its tables and figures by default.
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -88,10 +89,7 @@ def release_free_memory() -> None:
     """Collect garbage and hand freed heap memory back to the OS (glibc's ``malloc_trim``; a no-op elsewhere),
     so that an RSS delta measured next counts new allocations instead of reusing memory an earlier call freed."""
     gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    release_freed_memory()
 
 
 def synchronize(device: torch.device) -> None:

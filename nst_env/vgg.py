@@ -252,7 +252,7 @@ class VGG19Features(nn.Module):
             block = int(name[4])
             if index > 0 and int(LAYERS[index - 1][4]) != block:
                 x = F.max_pool2d(x, 2, ceil_mode=self._pad_mode == "reflect")
-            x = F.relu(conv(x))
+            x = F.relu(conv(x), inplace=True)
             if name in wanted:
                 out[name] = x
         return out

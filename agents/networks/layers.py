@@ -56,7 +56,7 @@ class ReflectConv2d(nn.Conv2d):
             stride=stride,
             padding=kernel_size // 2,
             groups=groups,
-            padding_mode="reflect",
+            padding_mode="reflect" if kernel_size > 1 else "zeros",  # a 1x1 kernel pads nothing: skip the copy
         )
 
     def reset_parameters(self) -> None:
@@ -75,8 +75,8 @@ def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torc
     """
     content_mean, content_std = channel_mean_std(content, eps)
     style_mean, style_std = channel_mean_std(style, eps)
-    normalised = (content.float() - content_mean) / content_std
-    return (normalised * style_std + style_mean).to(content.dtype)
+    scale = style_std / content_std  # (content - content_mean) / content_std * style_std + style_mean, one pass
+    return torch.addcmul(style_mean - content_mean * scale, content.float(), scale).to(content.dtype)
 
 
 #: Range of the policies' log-scale (both papers), see :func:`squash_log_scale`.
@@ -105,7 +105,7 @@ class Modulation(NamedTuple):
         :param output: the convolution's output, ``N x C x H x W``.
         :param inputs: the convolution's input, same shape (the modulated convolutions keep the channels).
         """
-        return self.weight * output + self.bias * inputs
+        return torch.addcmul(self.bias * inputs, self.weight, output)
 
     def flatten(self) -> torch.Tensor:
         """``weight`` and ``bias`` concatenated, ``N x 2C``."""
@@ -149,7 +149,7 @@ class GroupedDownBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """:param x: ``N x in_channels x H x W``. :return: ``N x out_channels x ceil(H/2) x ceil(W/2)``."""
-        return F.relu(self.pointwise(F.relu(self.spatial(x))))
+        return F.relu(self.pointwise(F.relu(self.spatial(x), inplace=True)), inplace=True)
 
 
 class ResidualBlock(nn.Module):
@@ -171,8 +171,8 @@ class ResidualBlock(nn.Module):
         :param modulation: per-sample ``(w, b)`` with ``channels`` entries each; ``None``: a plain block.
         """
         if modulation is None:
-            return x + self.conv2(F.relu(self.conv1(x)))
-        hidden = F.relu(modulation.apply(self.conv1(x), x))
+            return x + self.conv2(F.relu(self.conv1(x), inplace=True))
+        hidden = F.relu(modulation.apply(self.conv1(x), x), inplace=True)
         return x + modulation.apply(self.conv2(hidden), hidden)
 
 
@@ -197,7 +197,7 @@ class ConvNormReLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """:param x: ``N x in_channels x H x W``."""
         out = self.norm(self.conv(x))
-        return F.relu(out) if self.relu else out
+        return F.relu(out, inplace=True) if self.relu else out
 
 
 class NormResidualBlock(nn.Module):
@@ -213,7 +213,7 @@ class NormResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """:param x: ``N x channels x H x W``."""
-        return F.relu(x + self.block2(self.block1(x)))
+        return F.relu(x + self.block2(self.block1(x)), inplace=True)
 
 
 class ConvGRUCell(nn.Module):

@@ -107,16 +107,16 @@ class MiniStylerEncoder(nn.Module):
         :return: ``x1``, ``x2`` (each ``N x 64 x ceil(H/4) x ceil(W/4)``) and, for a style image, the 16- and
             32-channel modulations and the two refined stages they were read from (empty lists otherwise).
         """
-        features = self.down1(F.relu(self.stem(image)))
+        features = self.down1(F.relu(self.stem(image), inplace=True))
         modulations: list[Modulation] = []
         shallow: list[torch.Tensor] = []
         if style:
-            features = F.relu(self.style_refine1(features))
+            features = F.relu(self.style_refine1(features), inplace=True)
             modulations.append(self.style_modulation1(features))
             shallow.append(features)
         features = self.down2(features)
         if style:
-            features = F.relu(self.style_refine2(features))
+            features = F.relu(self.style_refine2(features), inplace=True)
             modulations.append(self.style_modulation2(features))
             shallow.append(features)
         x1 = self.res1(features)
@@ -209,8 +209,8 @@ class ModulatedUpBlock(nn.Module):
         :return: ``N x out_channels x 2H x 2W``.
         """
         upsampled = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-        hidden = F.relu(self.conv(upsampled))
-        return F.relu(modulation.apply(self.pointwise(hidden), hidden))
+        hidden = F.relu(self.conv(upsampled), inplace=True)
+        return F.relu(modulation.apply(self.pointwise(hidden), hidden), inplace=True)
 
 
 class MiniStylerBuilder(nn.Module):
@@ -270,8 +270,8 @@ class MiniStylerCritic(nn.Module):
         :param action: latent action, ``N x latent_channels x H/4 x W/4``.
         :return: Q-values, ``N x 1``.
         """
-        features = self.down2(self.down1(F.relu(self.stem(moving))))
-        hidden = F.relu(self.fuse(torch.cat([features, action.to(features.dtype)], dim=1)))
+        features = self.down2(self.down1(F.relu(self.stem(moving), inplace=True)))
+        hidden = F.relu(self.fuse(torch.cat([features, action.to(features.dtype)], dim=1)), inplace=True)
         return self.out_conv(hidden).mean(dim=(1, 2, 3)).unsqueeze(1)
 
 

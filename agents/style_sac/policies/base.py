@@ -43,9 +43,12 @@ def gaussian_sample(
     :param deterministic: return the mean itself (its log-density is then the density's peak).
     :return: the latent (``mean + scale * eps``, differentiable in both) and its log-prob, shape ``N``.
     """
-    scale = log_scale.exp()
-    latent = mean if deterministic else mean + scale * torch.randn_like(mean)
-    log_density = -0.5 * ((latent - mean) / scale).pow(2) - log_scale - 0.5 * math.log(2 * math.pi)
+    if deterministic:  # at the mean the squared term vanishes
+        latent, log_density = mean, -log_scale - 0.5 * math.log(2 * math.pi)
+    else:
+        scale = log_scale.exp()
+        latent = mean + scale * torch.randn_like(mean)
+        log_density = -0.5 * ((latent - mean) / scale).pow(2) - log_scale - 0.5 * math.log(2 * math.pi)
     return latent, log_density.flatten(start_dim=1).mean(dim=1)
 
 
