@@ -8,8 +8,10 @@ The steps are run by a :class:`StepRunner`: :class:`TorchRunner` (the policy in 
 (the exported graphs in ONNX Runtime). The style image does not change over the steps, frames and photos it is
 used for, so its encoding by the actor's style branch (:class:`~agents.networks.StyleCode`, two thirds of a
 step's cost with a large style image) is computed once (:meth:`StepRunner.prepare`) and reused. The size the style
-is encoded at is a choice (:func:`resize_style`, ``agents.stylize --style-size``): by default the style image's
-own size. Images smaller than the networks take (:data:`MIN_SIDE`) are processed stretched to it and resized back.
+is encoded at is a choice (:func:`resize_style`, ``agents.stylize --style-size``): a number of pixels for its
+longer side, its own size (``None``), or :data:`MATCH_CONTENT`, the longer side of the image being stylised
+(:class:`StyleEncodings` then encodes it again only when that side changes). Images smaller than the networks
+take (:data:`MIN_SIDE`) are processed stretched to it and resized back.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -33,6 +35,10 @@ from nst_env.images import load_image, resize, resolve_sample
 #: Smallest image side the networks take: their 9x9 reflection-padded input and output convolutions need more
 #: than 4 px. Smaller images (and sides: 3 x 700) are stretched to it for processing and resized back.
 MIN_SIDE = 5
+#: A ``style_size`` meaning: encode the style with its longer side equal to the stylised image's longer side.
+MATCH_CONTENT = "content"
+#: The size a style image is encoded at: its longer side in px, ``None`` (its own size) or :data:`MATCH_CONTENT`.
+StyleSize = int | None | Literal["content"]
 #: Fixed (content, style) pairs of the built-in samples used for the sequence picture.
 EVAL_PAIRS = (("chelsea", "starry_night"), ("astronaut", "the_scream"), ("building", "great_wave"))
 
@@ -216,6 +222,46 @@ class TorchRunner:
         return tensor_to_image(moving)
 
 
+class StyleEncodings:
+    """One style image encoded by a runner at the size ``size`` asks for, for the images it stylises: once for a
+    fixed size, and for :data:`MATCH_CONTENT` again only when the stylised images' longer side changes (the last
+    encoding is kept: a video's frames, or photos of one size, share it).
+
+    :param runner: what encodes the style and runs the steps.
+    :param style: ``h x w x 3`` uint8 style image (any size).
+    :param size: the size it is encoded at (:data:`StyleSize`).
+    :param max_side: with :data:`MATCH_CONTENT`, the longest side to encode at (``None``: no limit), so that a
+        very large photo does not have a small style blown up to its size.
+    """
+
+    def __init__(
+        self, runner: StepRunner, style: np.ndarray, size: StyleSize = None, max_side: int | None = None
+    ) -> None:
+        if not (size == MATCH_CONTENT or size is None or (isinstance(size, int) and size >= 1)):
+            raise ValueError(f"the style size must be a positive number of pixels, None or {MATCH_CONTENT!r}: {size!r}")
+        self.runner, self.image, self.size, self.max_side = runner, style, size, max_side
+        self._last: tuple[int | None, PreparedStyle] | None = None
+
+    def side(self, content: np.ndarray) -> int | None:
+        """The longer side the style is encoded at for ``content`` (``None``: its own size).
+
+        :param content: the ``H x W x 3`` image to be stylised.
+        """
+        if self.size != MATCH_CONTENT:
+            return self.size  # type: ignore[return-value]
+        return min(max(content.shape[:2]), self.max_side or max(content.shape[:2]))
+
+    def for_content(self, content: np.ndarray) -> PreparedStyle:
+        """The style encoded for stylising ``content``.
+
+        :param content: the ``H x W x 3`` image to be stylised.
+        """
+        side = self.side(content)
+        if self._last is None or self._last[0] != side:
+            self._last = (side, self.runner.prepare(self.image, side))
+        return self._last[1]
+
+
 class FrameStylizer:
     """Stylise a video frame by frame (or one image): ``max(steps)`` steps per frame, keeping ``steps``.
 
@@ -226,21 +272,23 @@ class FrameStylizer:
 
     :param runner: what runs the steps (:class:`StepRunner`), or an actor-builder policy (run by a
         :class:`TorchRunner`; its device is used).
-    :param style: ``h x w x 3`` uint8 style image (any size), or one already prepared by this runner (to reuse
-        it over several photos); ``None`` for a single-style policy, whose style is in its weights.
+    :param style: ``h x w x 3`` uint8 style image (any size), or one already prepared by this runner
+        (:class:`PreparedStyle` or :class:`StyleEncodings`, to reuse it over several photos); ``None`` for a
+        single-style policy, whose style is in its weights.
     :param steps: the steps whose images to keep (1-based, e.g. ``(1, 5, 10)``).
     :param deterministic: use the latent distribution's mean (the papers' inference).
-    :param style_size: the longer side a style image is encoded at (:func:`resize_style`; ``None``: its own
-        size); a style already prepared keeps the size it was prepared at.
+    :param style_size: the size a style image is encoded at (:data:`StyleSize`: its longer side in px, ``None``
+        for its own size, :data:`MATCH_CONTENT` for the frames' longer side); a style already prepared keeps
+        its own setting.
     """
 
     def __init__(
         self,
         runner: StepRunner | ActorBuilderPolicy,
-        style: np.ndarray | PreparedStyle | None,
+        style: np.ndarray | PreparedStyle | StyleEncodings | None,
         steps: Sequence[int],
         deterministic: bool = True,
-        style_size: int | None = None,
+        style_size: StyleSize = None,
     ) -> None:
         if not steps or min(steps) < 1:
             raise ValueError(f"steps must be positive step numbers, got {list(steps)}.")
@@ -249,7 +297,7 @@ class FrameStylizer:
             raise ValueError(f"{type(runner).__name__} stylises with any style: it needs a style image.")
         self.steps = sorted(set(steps))
         self.deterministic = deterministic
-        self.style = self.runner.prepare(style, style_size) if isinstance(style, np.ndarray) else style
+        self.style = StyleEncodings(self.runner, style, style_size) if isinstance(style, np.ndarray) else style
         self.frame = 0
 
     def __call__(self, frame: np.ndarray) -> dict[int, np.ndarray]:
@@ -259,10 +307,12 @@ class FrameStylizer:
         :return: ``{step: H x W x 3 uint8 image}`` for every kept step, at the frame's size.
         """
         height, width = frame.shape[:2]
-        moving = self.runner.load(at_least_min_side(frame))
+        frame = at_least_min_side(frame)
+        style = self.style.for_content(frame) if isinstance(self.style, StyleEncodings) else self.style
+        moving = self.runner.load(frame)
         outputs = {}
         for step in range(self.steps[-1]):
-            moving = self.runner.step(moving, self.style, self.frame, step, self.deterministic)
+            moving = self.runner.step(moving, style, self.frame, step, self.deterministic)
             if step + 1 in self.steps:
                 outputs[step + 1] = resize(self.runner.image(moving), width, height)
         self.frame += 1
@@ -272,21 +322,22 @@ class FrameStylizer:
 def stylize_sequence(
     runner: StepRunner | ActorBuilderPolicy,
     content: np.ndarray,
-    style: np.ndarray | PreparedStyle | None,
+    style: np.ndarray | PreparedStyle | StyleEncodings | None,
     steps: int = 10,
     deterministic: bool = True,
-    style_size: int | None = None,
+    style_size: StyleSize = None,
 ) -> list[np.ndarray]:
     """The ``steps`` images of the stylisation sequence, each at the content image's own size.
 
     :param runner: what runs the steps (:class:`StepRunner`), or an actor-builder policy (its device is used).
     :param content: ``H x W x 3`` uint8 content photo (any size).
     :param style: ``h x w x 3`` uint8 style image (any size), or one prepared once by the runner for several
-        photos (:meth:`StepRunner.prepare`); ``None`` for a single-style policy, whose style is in its weights.
+        photos (:meth:`StepRunner.prepare`, :class:`StyleEncodings`); ``None`` for a single-style policy, whose
+        style is in its weights.
     :param steps: how many steps to run.
     :param deterministic: use the latent distribution's mean (the papers' inference).
-    :param style_size: the longer side a style image is encoded at (:func:`resize_style`; ``None``: its own
-        size); a style already prepared keeps the size it was prepared at.
+    :param style_size: the size a style image is encoded at (:data:`StyleSize`); a style already prepared keeps
+        its own setting.
     :return: ``steps`` uint8 images ``H x W x 3``.
     """
     if steps < 1:

@@ -19,10 +19,13 @@ computes in float16 in PyTorch on CUDA (off by default: see :mod:`agents.backend
 Images (and frames) too large for the memory at hand are processed at the largest size that fits (with a
 note), and those smaller than the networks take (a side under 5 px) at the smallest size that works; the
 outputs are resized back to the input's size. Each style image is read with its longer side at most 1024 px
-(:data:`STYLE_MAX_SIDE`) and encoded once for all its steps, frames and photos; ``--style-size N`` resizes it
-first (keeping its aspect) so that its longer side is ``N`` px (default :data:`DEFAULT_STYLE_SIZE`, 256: the
-papers trained with 256 px style crops, and on held-out pairs it gave more style at the same SSIM than the style
-as read or at 512 px, ``benchmarks/results/style_size_256px.md``; ``0`` or ``none``: the style as read). A bad input (a missing, unreadable or incompatible file, an
+(:data:`STYLE_MAX_SIDE`) and resized (keeping its aspect) before it is encoded so that its longer side is the
+photo's (or the video's frames') longer side as processed, at most :data:`STYLE_MAX_SIDE` (``--style-size content``,
+the default); it is encoded once for all the steps and frames, and again only for a photo of another size. On
+held-out pairs this gave more style at the same SSIM than the style's own size or a fixed other size, with 256 px
+photos (256 px was best, ``benchmarks/results/style_size_256px.md``) and 512 px photos (512 px was best,
+``style_size_512px.md``). ``--style-size N`` encodes it at ``N`` px for every photo, ``0`` or ``none`` as read.
+A bad input (a missing, unreadable or incompatible file, an
 out-of-range flag) is reported in one line and the exit status is 2; outputs are written atomically, so a
 failed or interrupted run leaves no partial file.
 """
@@ -52,10 +55,12 @@ from agents.cli import (
     one_line,
 )
 from agents.inference import (
+    MATCH_CONTENT,
     MIN_SIDE,
     FrameStylizer,
-    PreparedStyle,
     StepRunner,
+    StyleEncodings,
+    StyleSize,
     save_sequence,
     stylize_sequence,
 )
@@ -77,8 +82,8 @@ from nst_env.video import (
 BYTES_PER_PIXEL = 600
 #: Longest side a style image is decoded and encoded at.
 STYLE_MAX_SIDE = 1024
-#: The longer side a style is encoded at by default (``--style-size``; see the module docstring).
-DEFAULT_STYLE_SIZE = 256
+#: The size a style is encoded at by default (``--style-size``; see the module docstring).
+DEFAULT_STYLE_SIZE: StyleSize = MATCH_CONTENT
 #: Most steps ``--steps`` takes (each step costs a full network pass).
 MAX_STEPS = 1000
 
@@ -163,9 +168,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--style-size",
-        type=int_range_or_none(MIN_SIDE, STYLE_MAX_SIDE),
+        type=style_size_argument,
         default=DEFAULT_STYLE_SIZE,
-        help="encode the style resized so that its longer side is this many px (0 or none: at its own size)",
+        help="encode the style with its longer side at the photo's (content), this many px, or as read (0 or none)",
     )
     p.add_argument("--sample", action="store_true", help="sample latents instead of using the distribution mean")
     p.add_argument(
@@ -196,13 +201,13 @@ def fitted(image: np.ndarray, name: str, device: torch.device, max_side: int | N
 
 
 def stylize_image_file(
-    runner: StepRunner, path: Path, style: PreparedStyle | None, stem: str, args: argparse.Namespace
+    runner: StepRunner, path: Path, style: StyleEncodings | None, stem: str, args: argparse.Namespace
 ) -> str:
     """Write one PNG per step (up to ``max(--steps)``), a strip and a GIF for one content image.
 
     :param runner: what runs the steps (PyTorch or ONNX Runtime).
     :param path: the content image.
-    :param style: the style, encoded once (``None`` for a single-style model).
+    :param style: the style, encoded as ``--style-size`` asks (``None`` for a single-style model).
     :param stem: the outputs' file-name stem.
     :param args: the parsed command line (``steps``, ``out``, ``device``, ``max_side``, ``sample``).
     :return: what was written, for the log.
@@ -221,7 +226,7 @@ def stylize_image_file(
 
 
 def stylize_video_file(
-    runner: StepRunner, path: Path, style: PreparedStyle | None, stem: str, args: argparse.Namespace
+    runner: StepRunner, path: Path, style: StyleEncodings | None, stem: str, args: argparse.Namespace
 ) -> str:
     """Write one video per requested step, with the input's frame count, frame size and frame rate.
 
@@ -232,7 +237,7 @@ def stylize_video_file(
 
     :param runner: what runs the steps (PyTorch or ONNX Runtime).
     :param path: the input video.
-    :param style: the style, encoded once (``None`` for a single-style model).
+    :param style: the style, encoded as ``--style-size`` asks (``None`` for a single-style model).
     :param stem: the outputs' file-name stem.
     :param args: the parsed command line (``steps``, ``out``, ``device``, ``max_side``, ``sample``).
     :return: what was written, for the log.
@@ -295,17 +300,29 @@ def write_video(
     return stylizer.frame
 
 
-def load_style(runner: StepRunner, path: Path | None, size: int | None = None) -> PreparedStyle | None:
-    """A style image read (longest side at most :data:`STYLE_MAX_SIDE`) and encoded once by ``runner``
+def style_size_argument(text: str) -> StyleSize:
+    """``--style-size``: ``content``, ``0`` or ``none`` (as read: ``None``), or an integer from :data:`MIN_SIDE` to
+    :data:`STYLE_MAX_SIDE`."""
+    if text.strip().lower() == MATCH_CONTENT:
+        return MATCH_CONTENT
+    try:
+        return int_range_or_none(MIN_SIDE, STYLE_MAX_SIDE)(text)
+    except argparse.ArgumentTypeError:
+        expected = f"{MATCH_CONTENT}, 0, none or an integer from {MIN_SIDE} to {STYLE_MAX_SIDE}"
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
+def load_style(runner: StepRunner, path: Path | None, size: StyleSize = None) -> StyleEncodings | None:
+    """A style image read (longest side at most :data:`STYLE_MAX_SIDE`), to be encoded by ``runner`` at ``size``
     (``None`` for a single-style model or without an image).
 
     :param runner: what runs the steps.
     :param path: the style image.
-    :param size: the longer side it is encoded at (``--style-size``; ``None``: as read).
+    :param size: the size it is encoded at (``--style-size``: :data:`~agents.inference.StyleSize`).
     """
     if not runner.needs_style_image or path is None:
         return None
-    return runner.prepare(load_image(path, max_side=STYLE_MAX_SIDE), size)
+    return StyleEncodings(runner, load_image(path, max_side=STYLE_MAX_SIDE), size, STYLE_MAX_SIDE)
 
 
 #: What makes one (content, style) pair fail while the others go on.

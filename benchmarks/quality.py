@@ -25,13 +25,14 @@ that square style too.
 ``--style-sizes N ...`` measures what the size the style is encoded at does to quality, as
 ``agents.stylize --style-size N`` would encode it: the style image is read as ``agents.stylize`` reads it (its
 own aspect, longer side at most 1024 px, :data:`agents.stylize.STYLE_MAX_SIDE`), resized so that its longer side
-is ``N`` px (``0``: as read; :func:`agents.inference.resize_style`) and encoded by the style branch. Everything
+is ``N`` px (``0``: as read; ``content``: the photo's, here ``--size``, ``agents.stylize``'s default;
+:func:`agents.inference.resize_style`) and encoded by the style branch. Everything
 else is the same for every size: the content photo at ``--size``, the steps and the metrics' references, so the
 rows of one model differ only by the style encoding, and its style loss, content loss and SSIM at each step
 can be read side by side. For example, to choose ``--style-size``'s default on held-out pairs::
 
     python -m benchmarks.quality --content-dir data/corpus_split/eval/photos --style-dir data/corpus_split/eval/art \\
-        --pairs 24 --size 512 --model rlministyler --style-sizes 0 256 512 --strengths --gatys-iterations
+        --pairs 24 --size 512 --model rlministyler_ft128 --style-sizes 0 256 512 --strengths --gatys-iterations
 
 Writes ``NAME.{md,csv,json}`` (means over pairs; ``NAME_pairs.csv``: every pair), ``NAME_tradeoff.png`` (style
 loss against content loss) and ``NAME_grid.png`` (rows: pairs; columns: methods and settings) under ``--out``,
@@ -54,11 +55,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from agents.backends import make_runner
-from agents.cli import cli_main, float_range, int_range, int_range_or_none
-from agents.inference import MIN_SIDE, StepRunner, stylize_sequence
+from agents.cli import cli_main, float_range, int_range
+from agents.inference import MATCH_CONTENT, StepRunner, StyleSize, stylize_sequence
 from agents.models import load_policy
 from agents.style_sac import MiniStylerPolicy
-from agents.stylize import STYLE_MAX_SIDE
+from agents.stylize import STYLE_MAX_SIDE, style_size_argument
 from benchmarks.common import Report, benchmark_parser, configure_torch, machine_info, pyplot, save_figure, settings_of
 from benchmarks.metrics import QualityMetrics
 from benchmarks.peers import StyleTransferLite, gatys, onnx_runtime_device
@@ -114,7 +115,7 @@ def agent_method(
     runner: MiniStylerPolicy | StepRunner,
     steps: int,
     reference: str | None = None,
-    style_size: int | None = None,
+    style_size: StyleSize = None,
 ) -> Method:
     """Our step-wise agent: outputs of steps 1..``steps`` of one deterministic sequence.
 
@@ -123,7 +124,7 @@ def agent_method(
     :param steps: number of steps.
     :param reference: the method whose outputs these are compared with (``float_mae``).
     :param style_size: the longer side the pair's :attr:`~Pair.agent_style` is resized to before it is encoded
-        (:func:`agents.inference.resize_style`; ``None``: as it is).
+        (:func:`agents.inference.resize_style`; ``None``: as it is; ``"content"``: the photo's).
     """
 
     def run(pair: Pair) -> list[Output]:
@@ -202,11 +203,14 @@ def model_label(model: str) -> str:
     return path.parent.name if path.stem == "model" else path.stem
 
 
-def style_size_label(size: int | None) -> str:
-    """What a ``--style-sizes`` entry adds to a model's label: `` (style N px)``, `` (style own size)`` for ``0``.
+def style_size_label(size: StyleSize) -> str:
+    """What a ``--style-sizes`` entry adds to a model's label: `` (style N px)``, `` (style own size)`` for ``0``,
+    `` (style content)`` for ``content``.
 
     :param size: the entry (``None``: ``0``, the style as read).
     """
+    if size == MATCH_CONTENT:
+        return f" (style {MATCH_CONTENT})"
     return " (style own size)" if size is None else f" (style {size} px)"
 
 
@@ -216,9 +220,9 @@ def grid_name(method: str) -> str:
 
     :param method: the method's label.
     """
-    size = re.search(r" \(style (\d+) px\)| \(style own size\)", method)
+    size = re.search(r" \(style (\d+) px\)| \(style own size\)| \(style (content)\)", method)
     short = GRID_NAMES.get(method, method[:12])
-    return short if size is None else f"{short} s{size.group(1) or 'own'}"
+    return short if size is None else f"{short} s{size.group(1) or size.group(2) or 'own'}"
 
 
 def summarise(rows: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -296,11 +300,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", nargs="+", default=["rlministyler"], help="released model names or StyleSAC zips")
     p.add_argument(
         "--style-sizes",
-        type=int_range_or_none(MIN_SIDE, STYLE_MAX_SIDE),
+        type=style_size_argument,
         nargs="+",
         default=None,
         help="score each model once per style-encoding size (longer side in px; 0: the style's own size, as "
-        "agents.stylize reads it); default: the style at --size squared",
+        "agents.stylize reads it; content: the photo's, i.e. --size); default: the style at --size squared",
     )
     p.add_argument("--steps", type=int_range(1, 1000), default=10, help="stylisation steps of our agents")
     p.add_argument(

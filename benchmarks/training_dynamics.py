@@ -23,7 +23,6 @@ evaluated with :mod:`benchmarks.quality` on ``--pairs`` content/style pairs of t
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import numpy as np
 from agents.cli import cli_main, int_range
 from benchmarks import quality
 from benchmarks.common import Report, benchmark_parser, configure_torch, machine_info, pyplot, save_figure, settings_of
+from benchmarks.curves import read_at, stepwise
 from benchmarks.training_report import read_progress
 
 #: Released model's steps whose SSIM the dominance test compares at.
@@ -191,54 +191,16 @@ def train(name: str, seed: int, runs: Path, data: Path, threads: int) -> Path:
     return model
 
 
-def interpolate_style(points: list[tuple[float, float]], ssim: float) -> float | None:
-    """A style-vs-SSIM curve's style loss at ``ssim`` (linear between steps), ``None`` outside its range.
-
-    :param points: ``(ssim, style)`` of steps 1..k.
-    :param ssim: where to read the curve.
-    """
-    ordered = sorted(points)
-    xs = [p[0] for p in ordered]
-    if not xs[0] <= ssim <= xs[-1]:
-        return None
-    return float(np.interp(ssim, xs, [p[1] for p in ordered]))
-
-
-def stepwise(pairs_csv: Path) -> dict[str, dict[int, dict[str, float]]]:
-    """Per method and step, the means over pairs of the style loss relative to the photo's, the content loss
-    and SSIM, from :mod:`benchmarks.quality`'s ``*_pairs.csv``."""
-    with open(pairs_csv) as f:
-        rows = list(csv.DictReader(f))
-    photo_style = {r["pair"]: float(r["style_loss"]) for r in rows if r["method"] == quality.CONTENT_PHOTO}
-    grouped: dict[str, dict[int, list[dict[str, float]]]] = {}
-    for r in rows:
-        if r["method"] == quality.CONTENT_PHOTO:
-            continue
-        grouped.setdefault(r["method"], {}).setdefault(int(float(r["knob"])), []).append(
-            {
-                "style_ratio": float(r["style_loss"]) / photo_style[r["pair"]],
-                "style_loss": float(r["style_loss"]),
-                "content_loss": float(r["content_loss"]),
-                "ssim": float(r["ssim"]),
-            }
-        )
-    return {
-        method: {step: {k: float(np.mean([v[k] for v in values])) for k in values[0]} for step, values in steps.items()}
-        for method, steps in grouped.items()
-    }
-
-
 def dominance(run: dict[int, dict[str, float]], released: dict[int, dict[str, float]]) -> dict[str, Any]:
     """The run's step-wise property (SSIM at step 1; style falling and content rising from step 1 to 5), its
     style ratio at the released model's SSIM of :data:`DOMINANCE_STEPS`, and whether it is lower at all of them."""
-    points = [(v["ssim"], v["style_ratio"]) for v in run.values()]
     out: dict[str, Any] = {
         "ssim_step1": run[1]["ssim"],
         "style_falls_1_to_5": run[5]["style_ratio"] < run[1]["style_ratio"],
         "content_rises_1_to_5": run[5]["content_loss"] > run[1]["content_loss"],
     }
-    for step in DOMINANCE_STEPS:
-        out[f"style_at_released_ssim_step{step}"] = interpolate_style(points, released[step]["ssim"])
+    for step, style in zip(DOMINANCE_STEPS, read_at(run, released, "ssim", list(DOMINANCE_STEPS)), strict=True):
+        out[f"style_at_released_ssim_step{step}"] = style
     out["dominates_released"] = all(
         out[f"style_at_released_ssim_step{s}"] is not None
         and out[f"style_at_released_ssim_step{s}"] < released[s]["style_ratio"]

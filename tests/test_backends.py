@@ -14,7 +14,7 @@ from test_cli_errors import expect_usage_error
 from agents import export_onnx, stylize
 from agents.backends import OnnxRunner, cached_export, make_runner
 from agents.export_onnx import style_encoder_path
-from agents.inference import FrameStylizer, TorchRunner, stylize_sequence
+from agents.inference import MATCH_CONTENT, FrameStylizer, PreparedStyle, StyleEncodings, TorchRunner, stylize_sequence
 from agents.models import load_policy
 from nst_env.images import load_image, resize, resolve_sample
 
@@ -77,7 +77,8 @@ def test_stylize_backends_agree_and_explain_themselves(tmp_path: Path, capsys) -
 
 def test_style_size_resizes_the_style_before_it_is_encoded(tmp_path: Path) -> None:
     """``--style-size`` (both runners' ``prepare``): a 128 x 96 style encoded at 64 px gives other outputs than at
-    its own size, the same as the style resized beforehand; the default is 256, ``0`` and ``none`` the style as read."""
+    its own size, the same as the style resized beforehand; the default, ``content``, is the photo's longer side
+    (24 px here), ``0`` and ``none`` the style as read."""
     policy = load_policy("rlministyler", "cpu")
     content, style = sample("chelsea", 24, 20), sample("starry_night", 96, 128)
     for runner in (TorchRunner(policy), make_runner(policy, "onnx")):
@@ -89,13 +90,52 @@ def test_style_size_resizes_the_style_before_it_is_encoded(tmp_path: Path) -> No
     Image.fromarray(style).save(tmp_path / "art.png")
     base = ["--content", str(tmp_path / "photo.png"), "--style", str(tmp_path / "art.png"), "--steps", "1"]
     outputs = {}
-    for size in ("default", "256", "0", "none", "64"):
+    for size in ("default", "content", "24", "0", "none", "64"):
         flags = [] if size == "default" else ["--style-size", size]
         argv = [*base, *flags, "--device", "cpu", "--backend", "torch", "--out", str(tmp_path / size)]
         assert stylize.main(argv) == 0
         outputs[size] = np.asarray(Image.open(tmp_path / size / "photo__art_step01.png"), int)
-    assert np.array_equal(outputs["256"], outputs["default"]) and np.array_equal(outputs["none"], outputs["0"])
+    assert np.array_equal(outputs["content"], outputs["default"]) and np.array_equal(outputs["24"], outputs["default"])
+    assert np.array_equal(outputs["none"], outputs["0"])
     assert np.abs(outputs["64"] - outputs["0"]).max() > 1 and np.abs(outputs["0"] - outputs["default"]).max() > 1
+
+
+class CountingRunner(TorchRunner):
+    """A :class:`TorchRunner` that records the longer side of every style encoding it is asked for."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.encoded: list[int | None] = []
+
+    def prepare(self, style: np.ndarray, size: int | None = None) -> PreparedStyle:
+        self.encoded.append(size)
+        return super().prepare(style, size)
+
+
+def test_style_matched_to_the_content_is_encoded_once_per_content_size() -> None:
+    """``style_size="content"``: the style is encoded at each photo's longer side (capped by ``max_side``),
+    once for a video's frames or photos of one size, again when the size changes; a fixed size is encoded once."""
+    runner = CountingRunner(load_policy("rlministyler", "cpu"))
+    style = sample("starry_night", 40, 30)
+    encodings = StyleEncodings(runner, style, MATCH_CONTENT, max_side=48)
+    stylizer = FrameStylizer(runner, encodings, [1])
+    for frame in (
+        sample("chelsea", 24, 20),
+        sample("astronaut", 20, 24),
+        sample("chelsea", 32, 16),
+        sample("chelsea", 64, 64),
+    ):
+        stylizer(frame)
+    assert runner.encoded == [24, 32, 48]
+    matched = stylize_sequence(runner, sample("chelsea", 24, 20), style, 1, style_size=MATCH_CONTENT)[0]
+    assert np.array_equal(matched, stylize_sequence(runner, sample("chelsea", 24, 20), style, 1, style_size=24)[0])
+    runner.encoded.clear()
+    fixed = FrameStylizer(runner, style, [1], style_size=16)
+    for frame in (sample("chelsea", 24, 20), sample("chelsea", 32, 16)):
+        fixed(frame)
+    assert runner.encoded == [16]
+    with pytest.raises(ValueError, match="style size"):
+        StyleEncodings(runner, style, "large")
 
 
 def test_int8_export_stays_close_to_float(tmp_path: Path, capsys) -> None:

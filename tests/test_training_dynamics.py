@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from benchmarks import corpus, training_dynamics
-from benchmarks.training_dynamics import Setting, dominance, interpolate_style
+from benchmarks.curves import interpolate_style
+from benchmarks.training_dynamics import Setting, dominance
 
 
 @pytest.fixture(scope="module")
