@@ -249,7 +249,8 @@ class StyleEncodings:
         """
         if self.size != MATCH_CONTENT:
             return self.size  # type: ignore[return-value]
-        return min(max(content.shape[:2]), self.max_side or max(content.shape[:2]))
+        side = max(content.shape[:2])
+        return side if self.max_side is None else min(side, self.max_side)
 
     def for_content(self, content: np.ndarray) -> PreparedStyle:
         """The style encoded for stylising ``content``.

@@ -87,6 +87,17 @@ def read_at(
     return [interpolate_style(points, reference[step][measure]) for step in steps]
 
 
+def lower_at_all(values: list[float | None], reference: dict[int, dict[str, float]], steps: list[int]) -> bool:
+    """Whether a curve read at the reference's ``steps`` (:func:`read_at`) has less style than the reference at
+    every one of them (a point outside the curve counts as not lower).
+
+    :param values: the curve's style ratios at the reference's points, one per step.
+    :param reference: the reference method's curve.
+    :param steps: the reference's steps.
+    """
+    return all(v is not None and v < reference[s]["style_ratio"] for s, v in zip(steps, values, strict=True))
+
+
 def compare(curves: Curves, reference: str, steps: list[int]) -> list[Row]:
     """One row per method and measure: its style ratio at the reference's points, and whether it is lower at all.
 
@@ -100,14 +111,7 @@ def compare(curves: Curves, reference: str, steps: list[int]) -> list[Row]:
             values = read_at(curve, curves[reference], measure, steps)
             row: dict[str, Any] = {"method": method, "at_reference": measure}
             row.update({f"style_at_step{s}": v for s, v in zip(steps, values, strict=True)})
-            row["dominates"] = (
-                "-"
-                if method == reference
-                else all(
-                    v is not None and v < curves[reference][s]["style_ratio"]
-                    for s, v in zip(steps, values, strict=True)
-                )
-            )
+            row["dominates"] = "-" if method == reference else lower_at_all(values, curves[reference], steps)
             rows.append(row)
     return rows
 

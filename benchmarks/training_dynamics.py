@@ -36,7 +36,7 @@ import numpy as np
 from agents.cli import cli_main, int_range
 from benchmarks import quality
 from benchmarks.common import Report, benchmark_parser, configure_torch, machine_info, pyplot, save_figure, settings_of
-from benchmarks.curves import read_at, stepwise
+from benchmarks.curves import lower_at_all, read_at, stepwise
 from benchmarks.training_report import read_progress
 
 #: Released model's steps whose SSIM the dominance test compares at.
@@ -199,13 +199,10 @@ def dominance(run: dict[int, dict[str, float]], released: dict[int, dict[str, fl
         "style_falls_1_to_5": run[5]["style_ratio"] < run[1]["style_ratio"],
         "content_rises_1_to_5": run[5]["content_loss"] > run[1]["content_loss"],
     }
-    for step, style in zip(DOMINANCE_STEPS, read_at(run, released, "ssim", list(DOMINANCE_STEPS)), strict=True):
+    values = read_at(run, released, "ssim", list(DOMINANCE_STEPS))
+    for step, style in zip(DOMINANCE_STEPS, values, strict=True):
         out[f"style_at_released_ssim_step{step}"] = style
-    out["dominates_released"] = all(
-        out[f"style_at_released_ssim_step{s}"] is not None
-        and out[f"style_at_released_ssim_step{s}"] < released[s]["style_ratio"]
-        for s in DOMINANCE_STEPS
-    )
+    out["dominates_released"] = lower_at_all(values, released, list(DOMINANCE_STEPS))
     return out
 
 
