@@ -35,7 +35,7 @@ can be read side by side. For example, to choose ``--style-size``'s default on h
         --pairs 24 --size 512 --model rlministyler_ft128 --style-sizes 0 256 512 --strengths --gatys-iterations
 
 Writes ``NAME.{md,csv,json}`` (means over pairs; ``NAME_pairs.csv``: every pair), ``NAME_tradeoff.png`` (style
-loss against content loss) and ``NAME_grid.png`` (rows: pairs; columns: methods and settings) under ``--out``,
+loss against content loss) and ``NAME_grid.jpg`` (rows: pairs; columns: methods and settings) under ``--out``,
 ``NAME`` being ``--name`` (default ``quality``).
 """
 
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         writer.writerows(rows)
     summary = summarise(rows)
     plot_tradeoff(summary, args.out / f"{args.name}_tradeoff.png")
-    image_grid(grid_rows, args.tile).save(args.out / f"{args.name}_grid.png")
+    image_grid(grid_rows, args.tile).save(args.out / f"{args.name}_grid.jpg", quality=85)
     Report(
         name=args.name,
         title=f"Stylisation quality ({len(grid_rows)} pair{'s' * (len(grid_rows) != 1)} at {args.size}x{args.size}, "

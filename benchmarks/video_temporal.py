@@ -18,7 +18,7 @@ forward-backward consistency check keeps (Lai et al., 2018; :mod:`agents.tempora
     python -m benchmarks.video_temporal --video-model runs/bench_video/style_sac_NSTVideo-v0_1/model.zip
 
 Without ``--video-model`` it trains one first with the command above (``--train-steps``). Writes
-``benchmarks/results/video_temporal.{md,csv,json}`` and ``video_temporal_heatmap.png`` (per row and step, the
+``benchmarks/results/video_temporal.{md,csv,json}`` and ``video_temporal_heatmap.jpg`` (per row and step, the
 mean over frame pairs of the per-pixel warping error).
 """
 
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "Warping error: mean over non-occluded pixels (forward-backward check) of the squared RGB difference "
         "(values in [0, 1]) between stylised frame t+1 and stylised frame t warped by the input's optical flow, "
         "averaged over frame pairs, x100. Lower is more consistent; `input video` is the floor. Heat maps (DIS): "
-        "`video_temporal_heatmap.png`. `s/frame`: wall-clock seconds per frame for all steps (compare rows of "
+        "`video_temporal_heatmap.jpg`. `s/frame`: wall-clock seconds per frame for all steps (compare rows of "
         "one run only; other jobs may share the machine).",
         "",
         markdown_table(table),
@@ -239,9 +239,9 @@ def main(argv: list[str] | None = None) -> int:
             axes[r, c].set_title(f"{name}\nstep {step}", fontsize=7)
             axes[r, c].axis("off")
     fig.colorbar(image, ax=axes, shrink=0.6, label="squared RGB warping difference")
-    save_figure(fig, out / "video_temporal_heatmap.png", dpi=110)
+    save_figure(fig, out / "video_temporal_heatmap.jpg", dpi=110)
     print(markdown_table(table))
-    print(f"Wrote {out / 'video_temporal.md'}, .csv, .json and video_temporal_heatmap.png")
+    print(f"Wrote {out / 'video_temporal.md'}, .csv, .json and video_temporal_heatmap.jpg")
     return 0
 
 

@@ -91,7 +91,7 @@ def test_quality_writes_tables_and_figures(tmp_path: Path, ablation_models: list
         "quality.json",
         "quality_pairs.csv",
         "quality_tradeoff.png",
-        "quality_grid.png",
+        "quality_grid.jpg",
     ):
         assert (tmp_path / name).is_file(), name
     rows = {(r["method"], r["setting"]): r for r in summary}
