@@ -51,7 +51,7 @@ import torch
 from benchmarks.common import RESULTS_DIR, Report, Row, benchmark_parser, machine_info, pyplot, save_figure, settings_of
 from nst_env.images import SAMPLE_CONTENT_DIR, SAMPLE_STYLE_DIR
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("machine", "tests", "train", "stylize", "finetune")
 #: Share of the remaining budget each stage gets when it starts (renormalised over the stages still to run,
 #: so a skipped stage's share goes to the later ones; the fine-tune takes what is left).
