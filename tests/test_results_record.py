@@ -1,16 +1,18 @@
-"""The README as a record: its measured tables against the files in ``benchmarks/results/`` (issue 13, item 6).
+"""The results page as a record: the measured tables of ``docs/results.md`` against the files in
+``benchmarks/results/`` (issue 13, item 6; the tables lived in the README until the docs site took them over).
 
-Each Markdown table under a mapped README heading is read cell by cell and every number in it is compared with
-the value its results file holds, at the rounding the README writes: a number written with ``d`` decimals must
+Each Markdown table under a mapped heading of the page is read cell by cell and every number in it is compared
+with the value its results file holds, at the rounding the page writes: a number written with ``d`` decimals must
 lie within half a unit of its ``d``-th decimal of the file's value (``124`` for 123.48 fails, ``123`` passes).
 The rows of a table must be exactly the mapped ones, so a row added, renamed or edited without its file fails.
 Every backticked ``python -m benchmarks.NAME ...`` command in a mapped section must agree with the ``settings``
 that ``NAME.json`` (or ``--name``'s file) records: each flag's values, and every setting recorded as ``true``
 (``--no-train``) must be among its flags.
 
-Mapped (README heading, by prefix -> file in ``benchmarks/results/``):
+Mapped (heading of ``docs/results.md``, by prefix, any level, a trailing ``{ #id }`` ignored -> file in
+``benchmarks/results/``):
 
-- ``Results`` (where each table ran) -> the ``machine`` (or ``meta``) record of each listed JSON;
+- ``Results`` (the page's title: where each table ran) -> the ``machine`` (or ``meta``) record of each listed JSON;
 - ``Quality`` -> ``quality.json``, its "ours, 128 px" row ``quality_run128.json``;
 - ``Speed and size`` -> ``speed.json``;
 - ``Training throughput`` -> ``train_throughput.json``;
@@ -18,9 +20,10 @@ Mapped (README heading, by prefix -> file in ``benchmarks/results/``):
 - ``Temporal consistency`` -> ``video_temporal.json`` (DIS column);
 - ``Environment and video`` -> commands only (``env_throughput.json``).
 
-Not mapped, skipped: ``Training run at 128 px`` and the subsection on training settings side by side (both
-maintained with their own runs), ``GPU suite`` (no measurement yet) and the tables outside ``Results`` and
-``Video`` (the env's spaces and arguments: no measurements). Reads text and JSON only: no torch, network or GPU.
+Not mapped, skipped: ``Training run at 128 px`` and the section on training settings side by side (both
+maintained with their own runs) and ``GPU suite`` (no measurement yet). The tables on the other pages (the env's
+spaces and arguments, the scaling table of ``docs/distributed.md``, the style-size table of ``docs/cli.md``) are
+not read. Reads text and JSON only: no torch, network or GPU.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "results.md"
 RESULTS = ROOT / "benchmarks" / "results"
 
 #: Row key -> per cell: ``None`` (not checked), a text (exact) or the numbers the cell shows, in order.
@@ -45,26 +48,27 @@ COMMAND = re.compile(r"`(python -m benchmarks\.(\w+)[^`]*)`")
 FLAG_ALIASES = {"-n": "n_timesteps", "-f": "log_folder"}
 
 
-# ---------------------------------------------------------------------------------------------- README parsing
-def readme_sections() -> dict[str, str]:
-    """README heading text (without ``#``) -> the text up to the next heading, the heading line included."""
+# ---------------------------------------------------------------------------------------------- page parsing
+def page_sections() -> dict[str, str]:
+    """Heading text of the page (without ``#`` and a trailing ``{ #id }``) -> the text up to the next heading,
+    the heading line included."""
     sections: dict[str, str] = {}
     heading, lines, fenced = "", [], False
-    for line in README.read_text(encoding="utf-8").splitlines():
+    for line in PAGE.read_text(encoding="utf-8").splitlines():
         if line.startswith("```"):
             fenced = not fenced
         if not fenced and re.match(r"#{1,6} ", line):
             sections[heading] = "\n".join(lines)
-            heading, lines = line.lstrip("#").strip(), []
+            heading, lines = re.sub(r"\s*\{[^{}]*\}$", "", line.lstrip("#").strip()), []
         lines.append(line)
     sections[heading] = "\n".join(lines)
     return sections
 
 
 def section(prefix: str) -> str:
-    """The one README section whose heading starts with ``prefix``."""
-    found = [text for heading, text in readme_sections().items() if heading.split(" (")[0] == prefix]
-    assert len(found) == 1, f"README needs exactly one heading {prefix!r}, found {len(found)}"
+    """The one section of the page whose heading starts with ``prefix``."""
+    found = [text for heading, text in page_sections().items() if heading.split(" (")[0] == prefix]
+    assert len(found) == 1, f"docs/results.md needs exactly one heading {prefix!r}, found {len(found)}"
     return found[0]
 
 
@@ -98,15 +102,15 @@ def shows(written: str, value: float) -> bool:
 
 
 def check_table(rows: list[list[str]], expected: Expected, key_columns: int = 1) -> None:
-    """Compare a README table (header first) with ``expected``: its row keys, then each cell."""
+    """Compare a table of the page (header first) with ``expected``: its row keys, then each cell."""
     body = [[cell.replace("**", "").strip() for cell in row] for row in rows[1:]]
     keys = [tuple(row[:key_columns]) for row in body]
-    assert sorted(keys) == sorted(expected), f"README rows {keys} != mapped rows {list(expected)}"
+    assert sorted(keys) == sorted(expected), f"page rows {keys} != mapped rows {list(expected)}"
     for key, row in zip(keys, body):
         cells = expected[key]
         assert len(row) == len(cells), f"row {key}: {len(row)} cells, mapped {len(cells)}"
         for column, (cell, want) in enumerate(zip(row, cells)):
-            where = f"row {key}, column {rows[0][column]!r}: README {cell!r}"
+            where = f"row {key}, column {rows[0][column]!r}: page {cell!r}"
             if want is None:
                 continue
             if isinstance(want, str):
@@ -132,12 +136,12 @@ def row_of(rows: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- the tables
 def test_where_each_table_ran() -> None:
-    """The Results preface's table: CPU, cores, threads and load of each file, as its JSON records them."""
+    """The table under the page's title (``# Results``): CPU, cores, threads and load of each file, as its JSON records them."""
     (rows,) = tables(section("Results"))
     body = {row[0].strip("`"): row for row in rows[1:]}
     needed = {"quality.json", "quality_run128.json", "speed.json", "train_throughput.json"}
     needed |= {"compare_algorithms_1000.json", "compare_algorithms.json", "env_throughput.json", "video_temporal.json"}
-    assert needed <= set(body), f"the Results preface lacks {sorted(needed - set(body))}"
+    assert needed <= set(body), f"the Results table lacks {sorted(needed - set(body))}"
     expected: Expected = {}
     for name in body:
         data = load(name)
@@ -264,7 +268,7 @@ def test_algorithm_comparison() -> None:
         ]
     check_table(rows, expected)
     shown = [COMPARISON_LABELS[row[0].replace("**", "").strip()] for row in rows[1:]]
-    assert shown[:6] == [row["method"] for row in long_runs][:6], "README rows are not in the file's ranking"
+    assert shown[:6] == [row["method"] for row in long_runs][:6], "page rows are not in the file's ranking"
 
 
 TEMPORAL_LABELS = {
@@ -321,7 +325,7 @@ def command_checks() -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(("prefix", "command"), command_checks())
 def test_command_matches_recorded_settings(prefix: str, command: str) -> None:
-    """A README benchmark command agrees with the settings its results JSON records."""
+    """A benchmark command on the page agrees with the settings its results JSON records."""
     given = flags(command)
     module = command.split()[2].removeprefix("benchmarks.")
     name = given.get("name", [module])[0]
@@ -361,7 +365,7 @@ def test_rounding_rule(written: str, value: float, ok: bool) -> None:
 
 
 def test_a_changed_number_fails() -> None:
-    """An edit of one README number without its file is caught."""
+    """An edit of one number of the page without its file is caught."""
     rows = [["size", "ours"], ["256", "0.236"]]
     with pytest.raises(AssertionError):
         check_table(rows, {("256",): [[256], [0.2352]]})
