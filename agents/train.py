@@ -1,43 +1,7 @@
-"""Train any of our RL algorithms on NST-v0: ``python -m agents.train --algo ALGO`` (RL Baselines3 Zoo style).
+"""``python -m agents.train``: Train any of our RL algorithms on NST-v0 (:mod:`agents.cli.train`)."""
 
-    python -m agents.train --algo style_sac                      # = python -m agents.train_sac
-    python -m agents.train --algo sac -n 1500 --seed 1           # stock SB3 SAC with MultiInputPolicy
-    python -m agents.train --algo ppo --hyperparams n_steps:200
-
-``--algo`` is one of ``style_sac`` (ours, :mod:`agents.train_sac`), ``sac``, ``td3``, ``ppo``, ``a2c``
-(Stable-Baselines3) and ``tqc`` (sb3-contrib). Hyper-parameters come from ``agents/hyperparams/<algo>.yml``
-(one entry per env id); every other flag is :mod:`agents.train_sac`'s (``-n``, ``--image-size``, ``--seed``,
-``-f``, ``--hyperparams``, ``--resume``, ...; ``--amp`` and ``--init`` are StyleSAC's only). A run folder
-``<log folder>/<algo>_<env>_<k>/`` holds ``config.yml``, ``monitor/``, ``logs/``, ``checkpoints/`` and
-``model.zip``.
-
-Stock algorithms see the env as it is: a Dict of two uint8 images (each through SB3's NatureCNN, which needs
-images of at least 36 px) and a ``3 x H x W`` image action, produced by a linear layer of ``3 * H * W``
-outputs, so their networks and replay buffers grow with the image area: use 64 px on a CPU.
-"""
-
-from __future__ import annotations
-
-import argparse
-import sys
-
-from agents.cli import cli_main
-from agents.experiment import ALGOS, run_algorithm
-from agents.train_sac import build_parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """:func:`agents.train_sac.build_parser`'s arguments plus ``--algo``."""
-    parser = build_parser(__doc__.split("\n")[0])
-    parser.add_argument("--algo", choices=sorted(ALGOS), default="style_sac", help="the RL algorithm")
-    return parser.parse_args(argv)
-
-
-@cli_main
-def main(argv: list[str] | None = None) -> int:
-    """``python -m agents.train``; bad input ends it with a one-line error and exit status 2."""
-    return run_algorithm(parse_args(argv))
-
+from agents.cli import run
+from agents.cli.train import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -29,8 +29,9 @@ import numpy as np
 import yaml
 from stable_baselines3.common.logger import configure
 
-from agents.experiment import algorithm_kwargs, make_env, parse_overrides
 from agents.style_sac import StyleSAC
+from agents.training.config import algorithm_kwargs, parse_overrides
+from agents.training.experiment import make_env
 from benchmarks.common import (
     Report,
     benchmark_parser,

@@ -26,7 +26,7 @@ import psutil
 import torch
 import yaml
 
-from agents.allocator import release_freed_memory
+from agents.inference.allocator import release_freed_memory
 
 #: Where every benchmark writes its tables and figures by default.
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -363,14 +363,14 @@ def settings_of(args: Any) -> dict[str, Any]:
 def style_sac_config(image_size: int, seed: int = 0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """StyleSAC's ``NST-v0`` run configuration from ``agents/hyperparams/style_sac.yml`` at ``image_size``.
 
-    The layout is :func:`agents.experiment.build_config`'s (so :func:`agents.experiment.make_env` accepts it);
-    :func:`agents.experiment.algorithm_kwargs` gives its constructor arguments.
+    The layout is :func:`agents.training.config.build_config`'s (so :func:`agents.training.experiment.make_env` accepts it);
+    :func:`agents.training.config.algorithm_kwargs` gives its constructor arguments.
 
     :param image_size: env image side in px.
     :param seed: seed of env and networks.
     :param overrides: hyper-parameters replacing the file's (nested dict).
     """
-    from agents.experiment import HYPERPARAMS_FILE, merge
+    from agents.training.config import HYPERPARAMS_FILE, merge
 
     config = merge(yaml.safe_load(HYPERPARAMS_FILE.read_text())["NST-v0"], overrides or {})
     config["env_kwargs"] = {**config.get("env_kwargs", {}), "image_size": image_size}
@@ -381,7 +381,7 @@ def style_sac_config(image_size: int, seed: int = 0, overrides: dict[str, Any] |
 def policy_controller(model: str | Path, device: torch.device | str = "cpu") -> Controller:
     """A released model name or StyleSAC zip acting deterministically (its mean latent) at any image size
     (``predict`` would insist on the size the model was saved with)."""
-    from agents.models import load_policy
+    from agents.inference.models import load_policy
 
     policy = load_policy(model, device)
     policy.set_training_mode(False)

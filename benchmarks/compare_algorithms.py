@@ -36,10 +36,9 @@ import pandas as pd
 import psutil
 import yaml
 
-from agents import train
-from agents.cli import cli_main, int_range
-from agents.experiment import ALGOS, HYPERPARAMS_DIR, algorithm_class
-from agents.inference import EVAL_PAIRS
+from agents.cli import cli_main, int_range, train
+from agents.inference.pictures import EVAL_PAIRS
+from agents.training.config import ALGOS, HYPERPARAMS_DIR, algorithm_class
 from benchmarks.common import (
     Controller,
     Report,

@@ -1,12 +1,12 @@
 """Style-transfer quality metrics of the MicroAST protocol (Wang et al., AAAI 2023), which RLMiniStyler's
-Table 1 follows (DESIGN.md section 7), computed with our VGG-19 (:class:`nst_env.vgg.VGG19Features`):
+Table 1 follows (the evaluation protocol, docs/design.md), computed with our VGG-19 (:class:`nst_env.vgg.VGG19Features`):
 
 - **content loss**: mean over relu4_1 and relu5_1 of the feature MSE between the output and the content photo;
 - **style loss**: average over relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 of MSE(channel means) +
   MSE(channel stds) between the output and the style image, both resized to 256x256;
 - **SSIM**: scikit-image's ``structural_similarity`` between the grayscale uint8 content photo and output.
 
-Our VGG is normalised per layer (README, "VGG-19 weights"), so absolute values differ from the papers'; compare
+Our VGG is normalised per layer (docs/env.md, VGG-19 weights), so absolute values differ from the papers'; compare
 methods measured with this module in one run.
 
     from benchmarks.metrics import QualityMetrics

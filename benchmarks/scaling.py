@@ -6,7 +6,7 @@
 For each N of ``--ranks``, ``torchrun --standalone --nproc_per_node N`` runs this module's worker on every rank
 (importing this checkout): StyleSAC (``agents/hyperparams/style_sac.yml``, one update per env step) on its own env
 and replay buffer, seeded as a distributed training run seeds its ranks, with rank 0's weights and the gradients
-averaged across the ranks at every update (:func:`agents.distributed.replicate`). Each rank collects
+averaged across the ranks at every update (:func:`agents.training.distributed.replicate`). Each rank collects
 ``batch_size`` steps, makes ``--warmup`` updates, then trains ``--steps`` env steps (one update each) under the
 clock. Per N: updates/s (every rank makes each update, on the average gradient of N batches), env steps/s of all
 ranks together, the speed-up over the 1-rank row, and the gradient all-reduces: their time per update (the
@@ -30,9 +30,10 @@ from typing import Any
 import torch.distributed as dist
 
 from agents.cli import cli_main, float_range, int_range
-from agents.distributed import GradientAverager, process_group, replicate
-from agents.experiment import algorithm_kwargs, make_env
 from agents.style_sac import StyleSAC
+from agents.training.config import algorithm_kwargs
+from agents.training.distributed import GradientAverager, process_group, replicate
+from agents.training.experiment import make_env
 from benchmarks.common import (
     Report,
     Row,

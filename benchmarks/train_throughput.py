@@ -38,8 +38,9 @@ import numpy as np
 import torch
 
 from agents.cli import cli_main, float_range, int_range
-from agents.experiment import algorithm_kwargs, make_env
 from agents.style_sac import StyleSAC
+from agents.training.config import algorithm_kwargs
+from agents.training.experiment import make_env
 from benchmarks.common import (
     Report,
     Row,

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from agents.inference import EVAL_PAIRS
+from agents.inference.pictures import EVAL_PAIRS
 from benchmarks.common import Controller, benchmark_parser, policy_controller, save_figure, unchanged_photo
 from nst_env.style_transfer import NSTEnv
 

@@ -1,9 +1,9 @@
 """Temporal consistency of stylised video: the warping error (x 1e-2) of RL-NST's video model with and
 without its frame-wise GRU state, at steps 1, 5 and 10, against per-frame image stylisation.
 
-DESIGN.md section 7: the optical flow of the *input* frames (OpenCV DIS, and Farneback as a check) warps
+The evaluation protocol (docs/design.md): the optical flow of the *input* frames (OpenCV DIS, and Farneback as a check) warps
 stylised frame ``t`` onto frame ``t+1``; the squared RGB difference is averaged over the pixels that the
-forward-backward consistency check keeps (Lai et al., 2018; :mod:`agents.temporal`). Rows:
+forward-backward consistency check keeps (Lai et al., 2018; :mod:`agents.style_sac.temporal`). Rows:
 
 - ``input video``: the frames themselves, the floor this flow allows;
 - ``RL-NST video, frame-wise GRU``: a trained ``RLNSTVideoPolicy``, states carried as at inference;
@@ -39,14 +39,13 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from agents import train_sac
-from agents.cli import cli_main, int_range
-from agents.inference import FrameStylizer
-from agents.models import load_policy
+from agents.cli import cli_main, int_range, train_sac
+from agents.inference.models import load_policy
+from agents.inference.runners import FrameStylizer
 from agents.networks.pretrained import rlnst_style_image_path
 from agents.style_sac import ActorBuilderPolicy, RLNSTVideoPolicy
 from agents.style_sac.policies import VideoHiddenStates
-from agents.temporal import FLOW_METHODS, input_flows, warping_error_maps
+from agents.style_sac.temporal import FLOW_METHODS, input_flows, warping_error_maps
 from benchmarks.common import benchmark_parser, save_figure
 from nst_env.images import load_image, resize
 from nst_env.utils import resolve_device

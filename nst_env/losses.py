@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 #: Style-loss kinds and their default VGG-19 layers. RL-NST uses VGG-16's relu1_2/2_2/3_3/4_3; we use the
-#: same-named layers of VGG-19 (README: deviations).
+#: same-named layers of VGG-19 (docs/deviations.md).
 STYLE_LAYERS: dict[str, tuple[str, ...]] = {
     "meanstd": ("relu1_1", "relu2_1", "relu3_1", "relu4_1"),
     "gram": ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),

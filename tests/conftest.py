@@ -15,7 +15,7 @@ from PIL import Image
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.backends import CACHE_ENV
+from agents.inference.onnx import CACHE_ENV
 from nst_env.vgg import _ADAIN_CONV_INDEX, _CONVS, _TORCHVISION_CONV_INDEX
 
 #: Channels of VGG-19's 16 convolutions, in network order.
@@ -58,7 +58,7 @@ def single_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The ONNX cache of ``agents.stylize`` (:mod:`agents.backends`) in a folder of the test session, shared by
+    """The ONNX cache of ``agents.stylize`` (:mod:`agents.inference.backends`) in a folder of the test session, shared by
     its tests (subprocesses inherit it), instead of the user's ``~/.cache``."""
     folder = tmp_path_factory.mktemp("onnx_cache")
     with pytest.MonkeyPatch.context() as patch:

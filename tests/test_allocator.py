@@ -12,8 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from agents.inference import TorchRunner, stylize_sequence
-from agents.models import load_policy
+from agents.inference.allocator import keep_freed_memory
+from agents.inference.models import load_policy
+from agents.inference.runners import TorchRunner, stylize_sequence
 from nst_env.images import load_image, resize, resolve_sample
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt and malloc_trim are glibc's")
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallo
 #: Prints the resident memory (MB) kept after freeing a 256 MB tensor, then after release_freed_memory.
 RESIDENT_AFTER_FREE = """
 import sys, psutil, torch
-from agents.allocator import keep_freed_memory, release_freed_memory
+from agents.inference.allocator import keep_freed_memory, release_freed_memory
 process = psutil.Process()
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
@@ -57,6 +58,7 @@ def test_torch_runner_output_does_not_depend_on_reusing_memory() -> None:
     photo = resize(load_image(resolve_sample("chelsea")), 96, 64)
     painting = resize(load_image(resolve_sample("starry_night")), 64, 64)
     policy = load_policy("rlministyler", "cpu")
-    plain = stylize_sequence(TorchRunner(policy, reuse_memory=False), photo, painting, steps=2)
-    reused = stylize_sequence(TorchRunner(policy, reuse_memory=True), photo, painting, steps=2)
+    plain = stylize_sequence(TorchRunner(policy), photo, painting, steps=2)
+    keep_freed_memory()
+    reused = stylize_sequence(TorchRunner(policy), photo, painting, steps=2)
     assert all(np.array_equal(a, b) for a, b in zip(plain, reused, strict=True))

@@ -14,10 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from agents import experiment, export_onnx, train
-from agents.experiment import ALGOS, algorithm_class
-from agents.models import load_policy
+from agents.cli import export_onnx, train
+from agents.inference import onnx
+from agents.inference.models import load_policy
 from agents.style_sac import StyleSAC
+from agents.training import experiment
+from agents.training.config import ALGOS, algorithm_class
 from benchmarks import ablation, compare_algorithms, quality, speed, train_throughput
 from benchmarks.metrics import QualityMetrics, ssim
 from nst_env.images import load_image, resize, resolve_sample
@@ -143,9 +145,9 @@ def test_export_onnx_matches_pytorch(tmp_path: Path) -> None:
     path = tmp_path / "step.onnx"
     assert export_onnx.main(["--model", "rlministyler", "--out", str(path)]) == 0
     policy = load_policy("rlministyler", "cpu")
-    assert export_onnx.max_difference(policy, path, seed=1) < 1e-4
+    assert onnx.max_difference(policy, path, seed=1) < 1e-4
     moving = np.random.default_rng(0).random((1, 3, 37, 42), dtype=np.float32)
-    stylizer = export_onnx.OnnxStylizer(path)  # the step graph and the style encoder beside it
+    stylizer = onnx.OnnxRunner(path)  # the step graph and the style encoder beside it
     out = stylizer(moving, stylizer.encode(moving))
     assert out.shape == (1, 3, 37, 42) and 0.0 <= out.min() and out.max() <= 1.0
     with pytest.raises(SystemExit) as exit_info:

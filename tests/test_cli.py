@@ -15,7 +15,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from agents import StyleSAC, stylize, train_sac
+from agents import StyleSAC
+from agents.cli import stylize, train_sac
 from benchmarks import training_report
 
 FAST = [
@@ -101,6 +102,26 @@ def test_sigterm_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None
     code = train_sac.main(["--resume", str(run), "-n", str(steps + 6), "--no-progress", "-v", "0", "--eval-freq", "0"])
     assert code == 0
     assert StyleSAC.load(run / "model.zip", device="cpu", buffer_size=1).num_timesteps == steps + 6
+
+
+def test_resume_keeps_the_saved_settings_and_a_flag_given_again_wins(tmp_path: Path, capsys) -> None:
+    assert train_sac.main(["-n", "12", "-f", str(tmp_path), "--save-freq", "6", "--eval-freq", "0", *FAST]) == 0
+    run = tmp_path / "style_sac_NST-v0_1"
+    settings = yaml.safe_load((run / "args.yml").read_text())  # the run's own settings, beside config.yml
+    assert settings["save_freq"] == 6 and settings["eval_freq"] == 0 and settings["progress"] is False
+    assert "save_freq" not in yaml.safe_load((run / "config.yml").read_text())  # hyper-parameters only
+    # Resumed without the flags: the saved settings hold (a checkpoint every 6 steps, no evaluation, quiet).
+    assert train_sac.main(["--resume", str(run), "-n", "18"]) == 0
+    assert (run / "checkpoints" / "rl_model_18_steps.zip").is_file() and not (run / "eval").exists()
+    # A setting given again wins and says so; a hyper-parameter flag cannot change a resumed run.
+    capsys.readouterr()
+    assert train_sac.main(["--resume", str(run), "-n", "26", "--save-freq", "4", "--image-size", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "note: save_freq 4 from the command line replaces the run's saved 6." in out
+    assert "--image-size ignored" in out
+    assert yaml.safe_load((run / "args.yml").read_text())["save_freq"] == 4
+    assert (run / "checkpoints" / "rl_model_22_steps.zip").is_file()  # 18 + 4
+    assert yaml.safe_load((run / "config.yml").read_text())["env_kwargs"]["image_size"] == 32
 
 
 def test_bad_hyperparameter_syntax_is_a_clear_error(tmp_path: Path) -> None:

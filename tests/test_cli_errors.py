@@ -14,17 +14,12 @@ import torch
 import yaml
 from PIL import Image
 
-from agents import checkpoints, export_onnx, stylize, train, train_sac
-from agents.inference import (
-    FrameStylizer,
-    image_to_tensor,
-    prepare_style,
-    stylize_sequence,
-    tensor_to_image,
-)
-from agents.models import load_policy
+from agents.cli import export_onnx, stylize, train, train_sac
+from agents.inference.models import load_policy
+from agents.inference.runners import FrameStylizer, image_to_tensor, prepare_style, stylize_sequence, tensor_to_image
 from agents.networks import MiniStylerActor, StyleCode
 from agents.style_sac import ActorBuilderPolicy
+from agents.training import checkpoints
 from benchmarks import compare_algorithms, env_throughput, quality, speed, train_throughput, video_temporal
 
 

@@ -17,9 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents import StyleSAC, stylize, train_sac
-from agents.distributed import LAUNCH_VARIABLES, process_group, replicate
-from agents.experiment import algorithm_kwargs, make_env
+from agents import StyleSAC
+from agents.cli import stylize, train_sac
+from agents.training.config import algorithm_kwargs
+from agents.training.distributed import LAUNCH_VARIABLES, process_group, replicate
+from agents.training.experiment import make_env
 from benchmarks import scaling
 from benchmarks.common import style_sac_config
 
@@ -125,7 +127,7 @@ def test_averaged_gradients_are_the_union_batch_gradients_and_ranks_stay_identic
 #: Rank 1 of the first launch: SIGKILLs itself at its third update (after rank 0's checkpoint of step 5).
 KILLED_AT_THIRD_UPDATE = """
 import os, signal, sys
-from agents import train_sac
+from agents.cli import train_sac
 from agents.style_sac import StyleSAC
 train = StyleSAC.train
 def train_or_die(self, *args, **kwargs):

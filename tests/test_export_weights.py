@@ -9,8 +9,9 @@ import pytest
 import torch
 from conftest import FAST, make_env
 
-from agents import StyleSAC, export_weights
-from agents.models import RELEASED, load_policy
+from agents import StyleSAC
+from agents.cli import export_weights
+from agents.inference.models import RELEASED, load_policy
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 
 from agents import StyleSAC
-from agents.models import load_policy
+from agents.inference.models import load_policy
 
 POLICIES = sorted(POLICY_ENV_KWARGS)
 STEPS = 24

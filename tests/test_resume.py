@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agents import StyleSAC, train_sac
-from agents.checkpoints import buffer_path, checkpoint_problem, latest_checkpoint
+from agents import StyleSAC
+from agents.cli import train_sac
+from agents.training.checkpoints import buffer_path, checkpoint_problem, latest_checkpoint
 
 FLAGS = [
     "--image-size",
@@ -41,7 +42,7 @@ def read_buffer(path: Path) -> object:
 #: polling for the partial file from outside (a save can finish between two polls).
 KILLED_MID_SAVE = """
 import os, signal, sys
-from agents import train_sac
+from agents.cli import train_sac
 rename = os.replace
 def replace(src, dst):
     if str(dst).endswith("rl_model_10_steps.zip"):

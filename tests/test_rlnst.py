@@ -13,11 +13,13 @@ from conftest import make_env as make_rlnst_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents import RLNSTPolicy, StyleSAC, stylize, train_sac
-from agents.experiment import build_config
-from agents.models import RELEASED, load_policy
+from agents import RLNSTPolicy, StyleSAC
+from agents.cli import stylize, train_sac
+from agents.errors import ConfigError
+from agents.inference.models import RELEASED, load_policy
 from agents.networks import denormalize_imagenet, normalize_imagenet
 from agents.networks.pretrained import PRETRAINED_DIR, RLNST_BUILDER_KEY_MAP, rename_keys
+from agents.training.config import build_config
 from nst_env.losses import content_style_layers
 
 DATA = Path(__file__).parent / "data"
@@ -106,17 +108,17 @@ def test_init_from_released_weights() -> None:
 
 
 def test_train_sac_config_pins_the_style_and_the_env_kwargs() -> None:
-    config = build_config(train_sac.parse_args(["--policy", "RLNSTPolicy", "--style", "the_scream"]))
+    config = build_config(policy="RLNSTPolicy", env_kwargs={"style": "the_scream"})
     assert config["policy"] == "RLNSTPolicy"
     pinned = {"style": "the_scream", "observe_content": True, "style_loss": "gram"}
     assert config["env_kwargs"] | pinned == config["env_kwargs"]
-    config = build_config(train_sac.parse_args(["--init", "rlnst:blue_swirls"]))
+    config = build_config(init="rlnst:blue_swirls")
     assert config["policy"] == "RLNSTPolicy"
     assert config["env_kwargs"]["style"] == str(PRETRAINED_DIR / "rlnst" / "blue_swirls" / "style.jpg")
-    with pytest.raises(SystemExit, match="--style"):
-        build_config(train_sac.parse_args(["--init", "rlnst:fire"]))  # no style image was published
-    with pytest.raises(SystemExit, match="--style"):
-        build_config(train_sac.parse_args(["--policy", "RLNSTPolicy"]))
+    with pytest.raises(ConfigError, match="--style"):
+        build_config(init="rlnst:fire")  # no style image was published
+    with pytest.raises(ConfigError, match="--style"):
+        build_config(policy="RLNSTPolicy")
 
 
 def test_train_sac_from_a_released_single_style_model(tmp_path: Path) -> None:

@@ -11,12 +11,11 @@ import torch
 from conftest import FAST, make_env
 
 from agents import StyleSAC
-from agents.experiment import build_config
-from agents.export_onnx import export_step
+from agents.inference.onnx import export_step
 from agents.style_sac.objectives import soft_bellman_target, temperature_loss
 from agents.style_sac.policies import style_contrastive_loss, uncertainty_weighted_sum
 from agents.style_sac.style_sac import DEFAULT_TARGET_ENTROPY
-from agents.train_sac import parse_args
+from agents.training.config import build_config
 
 
 @pytest.fixture(autouse=True)
@@ -115,9 +114,9 @@ def test_residual_builder_starts_from_the_photo_at_the_target_entropy() -> None:
 
 
 def test_init_from_released_weights_uses_the_papers_builder() -> None:
-    config = build_config(parse_args(["--init", "rlministyler"]))
+    config = build_config(init="rlministyler")
     assert config["policy_kwargs"]["residual_builder"] is False and config["policy_kwargs"]["initial_log_scale"] is None
-    assert build_config(parse_args([]))["policy_kwargs"]["residual_builder"] is True  # from scratch: residual
+    assert build_config()["policy_kwargs"]["residual_builder"] is True  # from scratch: residual
 
 
 def test_critics_can_read_the_style() -> None:
@@ -128,32 +127,6 @@ def test_critics_can_read_the_style() -> None:
     q = model.policy.q_values(obs, latent)
     q_other_style = model.policy.q_values({**obs, "style": obs["style"].flip(-1)}, latent)
     assert q.shape == (2, 1) and not torch.allclose(q, q_other_style)
-
-
-def test_loss_weights_can_learn_at_their_own_rate(tmp_path) -> None:
-    model = StyleSAC("MiniStylerPolicy", make_env(), policy_kwargs={"loss_weight_lr": 0.05}, **FAST)
-    before = model.policy.loss_log_p.detach().clone()
-    model.learn(12)  # 4 updates: the schedule keeps its 2e-4 for the builder, the weights keep 0.05
-    groups = model.policy.generative_optimizer.param_groups
-    assert [g["lr"] for g in groups] == pytest.approx([2e-4, 0.05, 2e-5])
-    # Adam moves each log-weight by about its rate per update: far more than 4 updates at 2e-4 could.
-    assert (model.policy.loss_log_p.detach() - before).abs().min() > 0.05
-    model.save(tmp_path / "model.zip")
-    loaded = StyleSAC.load(tmp_path / "model.zip", device="cpu", buffer_size=1)
-    assert loaded.policy.loss_weight_lr == 0.05 and len(loaded.policy.generative_optimizer.param_groups) == 3
-    # The papers' setting: one builder group (the layout of checkpoints saved before the option existed).
-    assert len(StyleSAC("MiniStylerPolicy", make_env(), **FAST).policy.generative_optimizer.param_groups) == 2
-
-
-def test_generative_losses_can_see_the_env_image() -> None:
-    model = StyleSAC("MiniStylerPolicy", make_env(), policy_kwargs={"loss_on_env_image": True}, **FAST)
-    raw = torch.tensor([-0.5, 0.3, 0.5004, 1.7], requires_grad=True)
-    seen = model.policy.env_image(raw)
-    torch.testing.assert_close(seen, torch.tensor([0.0, round(0.3 * 255) / 255, 128 / 255, 1.0]))
-    seen.sum().backward()
-    torch.testing.assert_close(raw.grad, torch.ones(4))  # straight through: a saturated output is not stuck
-    default = StyleSAC("MiniStylerPolicy", make_env(), **FAST).policy
-    assert default.env_image(raw) is raw  # off by default: the raw output, as the released code
 
 
 # ----------------------------------------------------------------------------- learning

@@ -13,11 +13,12 @@ import torch
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.logger import configure
 
-from agents import RLNSTVideoPolicy, StyleSAC, stylize
-from agents.inference import FrameStylizer
-from agents.models import load_policy
+from agents import RLNSTVideoPolicy, StyleSAC
+from agents.cli import stylize
+from agents.inference.models import load_policy
+from agents.inference.runners import FrameStylizer
 from agents.style_sac.policies import VideoHiddenStates
-from agents.temporal import (
+from agents.style_sac.temporal import (
     compound_perturbation,
     compound_temporal_loss,
     occlusion_mask,

@@ -194,7 +194,7 @@ def save_ministyler_weights(actor: nn.Module, builder: nn.Module, directory: str
     :param builder: a :class:`~agents.networks.MiniStylerBuilder`.
     :param directory: the folder to write (created).
     """
-    from agents.cli import atomic_path
+    from agents.files import atomic_path
 
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,6 @@ class StyleSAC(OffPolicyAlgorithm):
         :data:`DEFAULT_TARGET_ENTROPY`, -4.25).
     :param ent_coef_lr: learning rate of the temperature, updated every update (SAC's lr 3e-4 would move
         ``log alpha`` by at most about 0.3 in 1,000 updates).
-    :param generative_learning: run the generative update (off: pure SAC).
     :param control_learning: run the control updates (critic, actor, temperature, target critics); off: the
         actor-builder learns from the generative loss alone (the papers' no-RL ablation).
     :param share_env_features: take the replayed states' VGG-19 features (the moving image's relu4_1, the style
@@ -115,7 +114,7 @@ class StyleSAC(OffPolicyAlgorithm):
     :param _init_setup_model: build the networks now.
 
     :attr:`gradient_hook` (not saved): called with each optimizer after its backward pass and before its step,
-    e.g. :class:`agents.distributed.GradientAverager`, which averages the gradients across the ranks of a
+    e.g. :class:`agents.training.distributed.GradientAverager`, which averages the gradients across the ranks of a
     distributed run (``None``: nothing is called).
     """
 
@@ -142,7 +141,6 @@ class StyleSAC(OffPolicyAlgorithm):
         ent_coef: str | float = "auto_0.001",
         target_entropy: str | float = "auto",
         ent_coef_lr: float = 3e-3,
-        generative_learning: bool = True,
         control_learning: bool = True,
         share_env_features: bool = True,
         use_amp: bool = False,
@@ -188,10 +186,7 @@ class StyleSAC(OffPolicyAlgorithm):
         self.ent_coef = ent_coef
         self.target_entropy = target_entropy
         self.ent_coef_lr = ent_coef_lr
-        self.generative_learning = generative_learning
         self.control_learning = control_learning
-        if not (generative_learning or control_learning):
-            raise ValueError("StyleSAC needs generative_learning or control_learning (or both) on.")
         self.share_env_features = share_env_features
         self._last_features: list[dict[str, Any]] | None = None
         self._sharing_features = False
@@ -392,14 +387,13 @@ class StyleSAC(OffPolicyAlgorithm):
                 logs.setdefault("q_value", []).append(current_q.mean().item())
 
             # 2. Generative: the policy's image losses through actor and builder.
-            if self.generative_learning:
-                with self._autocast():
-                    reference = self._reference_features(getattr(data, "features", None))
-                    generative_loss, terms = self.policy.generative_loss(obs, self.vgg, reference)
-                self._step(self.policy.generative_optimizer, generative_loss)
-                logs.setdefault("generative_loss", []).append(generative_loss.item())
-                for name, value in terms.items():
-                    logs.setdefault(name, []).append(value)
+            with self._autocast():
+                reference = self._reference_features(getattr(data, "features", None))
+                generative_loss, terms = self.policy.generative_loss(obs, self.vgg, reference)
+            self._step(self.policy.generative_optimizer, generative_loss)
+            logs.setdefault("generative_loss", []).append(generative_loss.item())
+            for name, value in terms.items():
+                logs.setdefault(name, []).append(value)
 
             # 3. Actor, every `actor_update_interval` updates.
             if self.control_learning and self._n_updates % self.actor_update_interval == 0:
@@ -436,14 +430,12 @@ class StyleSAC(OffPolicyAlgorithm):
 
     def _update_optimizer_learning_rates(self) -> None:
         """Follow the learning-rate schedule, keeping the actor at ``actor_lr_ratio`` of it (the temperature
-        keeps its own constant ``ent_coef_lr``, the loss weights their ``loss_weight_lr`` when set)."""
+        keeps its own constant ``ent_coef_lr``)."""
         lr = self.lr_schedule(self._current_progress_remaining)
         self.logger.record("train/learning_rate", lr)
         ratio = self.policy.actor_lr_ratio
         for optimizer in self.policy.optimizers:
             for group in optimizer.param_groups:
-                if group.get("fixed_lr", False):
-                    continue
                 is_actor = optimizer is self.policy.actor.optimizer or group.get("actor", False)
                 group["lr"] = lr * ratio if is_actor else lr
 

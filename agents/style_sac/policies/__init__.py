@@ -11,7 +11,7 @@ weights: ``decoder.ckpt``).
 The replay buffer stores the latent (the agent's real action); the critics judge ``(moving image, latent)``
 (optionally with the style image: ``critic_style=True``). Log-probabilities use one convention throughout:
 the **mean** over latent elements, paired with a per-element target entropy (StyleSAC's ``target_entropy``),
-so the temperature is independent of the image size (README: deviations from the papers).
+so the temperature is independent of the image size (docs/deviations.md).
 
 - :class:`ActorBuilderPolicy`: what every actor-builder policy shares (optimizers, critics, the latent
   space, acting); a subclass supplies its networks, :meth:`~ActorBuilderPolicy.sample`,

@@ -68,8 +68,8 @@ class ActorBuilderPolicy(BasePolicy):
 
     SAEC (Feng et al., 2023): an **actor** (Gaussian over a spatial latent), a **builder** that decodes a
     latent into the next image, ``n_critics`` critics ``Q(moving image, latent)`` with target copies, and
-    three optimizers: the actor's (control), the critics', and the generative one (builder at ``lr``, learned
-    loss weights at ``loss_weight_lr``, actor at ``lr * actor_lr_ratio``).
+    three optimizers: the actor's (control), the critics', and the generative one (builder and learned loss
+    weights at ``lr``, actor at ``lr * actor_lr_ratio``).
 
     A subclass sets the class attributes below and implements :meth:`make_actor`, :meth:`make_builder`,
     :meth:`make_critic`, :meth:`sample`, :meth:`build`, :meth:`generative_loss` and :meth:`load_released`.
@@ -84,15 +84,6 @@ class ActorBuilderPolicy(BasePolicy):
     :param latent_dtype: numpy dtype of latents in the replay buffer (``"float16"`` halves its memory).
     :param critic_style: the critics also read the style image (stacked onto the moving image), so Q can
         value progress per style; the papers' critics see the moving image only (``False``).
-    :param loss_on_env_image: compute the generative losses on the image the env sees (clamped to
-        ``[0, 1]`` and quantised to uint8, with a straight-through gradient) rather than the raw builder
-        output (``False``, the released code's way). Off by default: in side-by-side fine-tunes from the
-        released weights it let the outputs run out of range unchecked and the model degrade within 200
-        updates (README, "Training settings side by side").
-    :param loss_weight_lr: constant learning rate of the learned loss weights (:meth:`loss_weight_parameters`),
-        which the learning-rate schedule does not change; ``None``: the schedule's rate, as the papers (2e-4).
-        Like the temperature, weights at 2e-4 barely move in a CPU-sized run (log-weights by at most 2e-4 per
-        update), so the loss balance stays where it was initialised.
     :param optimizer_class: the optimizer (Adam).
     :param optimizer_kwargs: extra optimizer arguments.
     """
@@ -127,8 +118,6 @@ class ActorBuilderPolicy(BasePolicy):
         adam_betas: tuple[float, float] = (0.5, 0.9),
         latent_dtype: str = "float32",
         critic_style: bool = False,
-        loss_on_env_image: bool = False,
-        loss_weight_lr: float | None = None,
         optimizer_class: type[torch.optim.Optimizer] = torch.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ) -> None:
@@ -151,8 +140,6 @@ class ActorBuilderPolicy(BasePolicy):
         self.adam_betas = tuple(adam_betas)
         self.latent_dtype = latent_dtype
         self.critic_style = critic_style
-        self.loss_on_env_image = loss_on_env_image
-        self.loss_weight_lr = loss_weight_lr
         self._build(lr_schedule)
 
     def missing_keys_message(self, missing: Collection[str]) -> str:
@@ -179,7 +166,7 @@ class ActorBuilderPolicy(BasePolicy):
         """A fresh critic ``Q(moving image in [0, 1], latent) -> N x 1``."""
 
     def loss_weight_parameters(self) -> list[nn.Parameter]:
-        """Learned loss weights the generative optimizer updates at ``loss_weight_lr`` (none here)."""
+        """Learned loss weights the generative optimizer updates with the builder (none here)."""
         return []
 
     def _build(self, lr_schedule: Schedule) -> None:
@@ -204,13 +191,8 @@ class ActorBuilderPolicy(BasePolicy):
         )
 
     def _builder_parameter_groups(self, lr: float) -> list[dict[str, Any]]:
-        """The generative optimizer's groups of builder and loss weights: one group at ``lr`` (the papers', and
-        the layout of checkpoints saved before ``loss_weight_lr`` existed), or the weights apart at their own
-        constant rate."""
-        builder, weights = list(self.builder.parameters()), self.loss_weight_parameters()
-        if self.loss_weight_lr is None or not weights:
-            return [{"params": builder + weights, "lr": lr}]
-        return [{"params": builder, "lr": lr}, {"params": weights, "lr": self.loss_weight_lr, "fixed_lr": True}]
+        """The generative optimizer's group: the builder and the learned loss weights at ``lr`` (the papers')."""
+        return [{"params": list(self.builder.parameters()) + self.loss_weight_parameters(), "lr": lr}]
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -247,8 +229,6 @@ class ActorBuilderPolicy(BasePolicy):
             adam_betas=self.adam_betas,
             latent_dtype=self.latent_dtype,
             critic_style=self.critic_style,
-            loss_on_env_image=self.loss_on_env_image,
-            loss_weight_lr=self.loss_weight_lr,
             lr_schedule=self._dummy_schedule,
             optimizer_class=self.optimizer_class,
         )
@@ -301,17 +281,6 @@ class ActorBuilderPolicy(BasePolicy):
         state, _ = pad_to_multiple(state, self.downsampling)
         critics = self.critic_target if target else self.critic
         return torch.stack([q(state, latent.to(state.dtype)).view(-1) for q in critics])
-
-    def env_image(self, image: torch.Tensor) -> torch.Tensor:
-        """The image the env would make of a builder output, clamped to ``[0, 1]`` and quantised to uint8
-        levels, with a straight-through gradient (that of the identity: a hard clamp's zero gradient would
-        leave a saturated output stuck); unchanged when ``loss_on_env_image`` is off.
-
-        :param image: builder output, RGB nominally in ``[0, 1]``.
-        """
-        if not self.loss_on_env_image:
-            return image
-        return image + (torch.round(image.clamp(0.0, 1.0) * 255.0) / 255.0 - image).detach()
 
     def act(
         self, obs: Mapping[str, torch.Tensor], deterministic: bool = False, **sample_kwargs: Any

@@ -79,7 +79,7 @@ class MiniStylerPolicy(ActorBuilderPolicy):
     :param initial_log_scale: with a fresh actor, start every latent element's log standard deviation here
         (the log-scale head's weights at zero); ``None`` keeps the random initialisation.
     :param kwargs: the other arguments of :class:`ActorBuilderPolicy` (``actor_lr_ratio``, ``n_critics``,
-        ``adam_betas``, ``latent_dtype``, ``critic_style``, ``loss_on_env_image``, ``loss_weight_lr``,
+        ``adam_betas``, ``latent_dtype``, ``critic_style``,
         ``optimizer_class``, ``optimizer_kwargs``).
     """
 
@@ -185,8 +185,6 @@ class MiniStylerPolicy(ActorBuilderPolicy):
         - contrastive: :func:`style_contrastive_loss` of the new image's style-branch encoding;
         - combined with learned uncertainty weights ``0.5 / p_i^2 * L_i + log(1 + p_i^2)``.
 
-        The new image is :meth:`env_image` of the builder's output (what the env would see).
-
         :param images: float ``moving`` and ``style`` images in ``[0, 1]``.
         :param vgg: frozen VGG-19 computing at least relu1_1..relu4_1.
         :param reference: the moving images' relu4_1 features and the style images' mean/std statistics, when
@@ -194,7 +192,7 @@ class MiniStylerPolicy(ActorBuilderPolicy):
         :return: the weighted total and the unweighted terms (for logging).
         """
         sample = self.sample(images)
-        out = self.env_image(self.build(sample))
+        out = self.build(sample)
         n = out.shape[0]
         if reference is None:
             with torch.no_grad():

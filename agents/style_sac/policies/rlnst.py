@@ -183,5 +183,5 @@ class RLNSTPolicy(ActorBuilderPolicy):
         :param vgg: frozen VGG-19 computing at least :attr:`vgg_layers`.
         :return: the weighted total and the unweighted terms (for logging).
         """
-        total, terms = self.image_losses(self.env_image(self.build(self.sample(images))), images, vgg)
+        total, terms = self.image_losses(self.build(self.sample(images)), images, vgg)
         return total, {name: float(value.detach()) for name, value in terms.items()}

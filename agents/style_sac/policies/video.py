@@ -25,7 +25,7 @@ from agents.networks.pretrained import RLNST_PREFIX
 from agents.networks.rlnst import Skips
 from agents.style_sac.policies.base import LatentSample, ReferenceFeatures, gaussian_sample
 from agents.style_sac.policies.rlnst import RLNSTPolicy
-from agents.temporal import compound_perturbation, compound_temporal_loss
+from agents.style_sac.temporal import compound_perturbation, compound_temporal_loss
 from nst_env.vgg import VGG19Features
 
 
@@ -120,7 +120,7 @@ class RLNSTVideoPolicy(RLNSTPolicy):
       frame-wise ConvGRU whose state is carried from the same step of the previous frame
       (:class:`VideoHiddenStates`). 622,905 parameters (178,425 + 444,480 for the two GRUs).
     - Generative objective: RL-NST's image losses (:meth:`RLNSTPolicy.image_losses`) plus ``temporal_weight``
-      x the compound temporal regularisation (:mod:`agents.temporal`): L1 between the stylisation of a
+      x the compound temporal regularisation (:mod:`agents.style_sac.temporal`): L1 between the stylisation of a
       randomly warped, noisy frame and the warped stylisation of the frame.
 
     Hidden states in the replay setting (a documented simplification): the replay buffer stores no

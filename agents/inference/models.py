@@ -15,19 +15,16 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from agents.errors import ModelLoadError
 from agents.networks.pretrained import MINISTYLER_MODELS, RLNST_PREFIX, RLNST_STYLES, rlnst_style_image_path
 from agents.style_sac import ActorBuilderPolicy, MiniStylerPolicy, RLNSTPolicy, StyleSAC
 from nst_env.utils import resolve_device
 
-#: The model ``agents.stylize`` uses by default: ours, since it dominates the authors' on held-out pairs at 256
-#: and 512 px (``agents/pretrained/rlministyler_ft128/README.md``).
+#: The one default model (``agents.stylize``, :func:`load_policy` without a name): ours, fine-tuned from the
+#: authors' (``agents/pretrained/rlministyler_ft128/README.md``).
 DEFAULT_MODEL = "rlministyler_ft128"
 #: Names of the models shipped with the package.
 RELEASED = (*MINISTYLER_MODELS, *(RLNST_PREFIX + style for style in RLNST_STYLES))
-
-
-class ModelLoadError(ValueError):
-    """A model that is missing, corrupt, or not an actor-builder policy."""
 
 
 def image_spaces(size: int = 256, keys: tuple[str, ...] = ("moving", "style")) -> tuple[spaces.Dict, spaces.Box]:
@@ -68,14 +65,14 @@ def released_style_image(name: str) -> Path | None:
 
 
 def load_policy(model: str | Path | None = None, device: torch.device | str = "auto") -> ActorBuilderPolicy:
-    """The policy of a released model name (default ``rlministyler``) or of a ``StyleSAC.save`` zip.
+    """The policy of a released model name (default :data:`DEFAULT_MODEL`) or of a ``StyleSAC.save`` zip.
 
     :param model: one of :data:`RELEASED`, or the path of a saved StyleSAC model (``.zip`` optional).
     :param device: where the policy lives (``"auto"``: CUDA when available).
     :raises ModelLoadError: a missing, corrupt or incompatible model file (the message says which).
     """
     if model is None or str(model) in RELEASED:
-        return released_policy(str(model or "rlministyler"), device)
+        return released_policy(str(model or DEFAULT_MODEL), device)
     path = Path(model)
     if not path.is_file() and path.with_suffix(".zip").is_file():
         path = path.with_suffix(".zip")

@@ -1,4 +1,4 @@
-"""Checkpoints of a training run and resuming from them (:mod:`agents.experiment`'s run folders).
+"""Checkpoints of a training run and resuming from them (the run folders of :mod:`agents.training.experiment`).
 
 A run's ``checkpoints/`` holds ``rl_model_<steps>_steps.zip`` and, for off-policy algorithms, the
 ``replay_buffer_<steps>_steps.pkl`` saved with it (:class:`ResumableCheckpoint`); every file is written
@@ -20,7 +20,8 @@ from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.cli import atomic_path
+from agents.errors import CheckpointError
+from agents.files import atomic_path
 
 #: Checkpoint file names: ``rl_model_<steps>_steps.zip`` and its ``replay_buffer_<steps>_steps.pkl``.
 CHECKPOINT_PATTERN = re.compile(r"rl_model_(\d+)_steps\.zip")
@@ -119,15 +120,15 @@ def latest_checkpoint(path: Path) -> Path:
     ``checkpoints/`` (a damaged newer one, e.g. from a copy cut short, is skipped with a warning).
 
     :param path: the ``--resume`` argument: a checkpoint zip or a run folder.
-    :raises SystemExit: no such file or folder, a damaged zip given explicitly, or no complete checkpoint.
+    :raises CheckpointError: no such file or folder, a damaged zip given explicitly, or no complete checkpoint.
     """
     if path.is_file():
         problem = checkpoint_problem(path)
         if problem:
-            raise SystemExit(f"--resume {path}: cannot resume from it, it is {problem}.")
+            raise CheckpointError(f"--resume {path}: cannot resume from it, it is {problem}.")
         return path
     if not path.is_dir():
-        raise SystemExit(f"--resume {path}: no such run folder or checkpoint zip.")
+        raise CheckpointError(f"--resume {path}: no such run folder or checkpoint zip.")
     folder = path / "checkpoints"
     found = sorted(
         (
@@ -143,7 +144,7 @@ def latest_checkpoint(path: Path) -> Path:
             return checkpoint
         print(f"warning: skipping {checkpoint}: it is {problem}.", file=sys.stderr)
     reason = "none of them is complete" if found else "there is none"
-    raise SystemExit(
+    raise CheckpointError(
         f"--resume {path}: expected a run folder with checkpoints/rl_model_<steps>_steps.zip, but {reason}."
     )
 
@@ -159,7 +160,7 @@ def load_checkpoint(algo_class: type[BaseAlgorithm], checkpoint: Path, env: VecE
     try:
         model = algo_class.load(checkpoint, env=env, device=device)
     except Exception as exc:  # SB3 raises many kinds for a zip of another algorithm, policy or env
-        raise SystemExit(
+        raise CheckpointError(
             f"--resume: cannot load {checkpoint} as a {algo_class.__name__} model for this run "
             f"({type(exc).__name__}: {exc})."
         ) from exc

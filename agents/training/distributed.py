@@ -29,7 +29,7 @@ import torch.distributed as dist
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import recursive_getattr
 
-from agents.cli import one_line
+from agents.errors import DistributedError, one_line
 from agents.style_sac import StyleSAC
 from nst_env.utils import resolve_device
 
@@ -79,12 +79,12 @@ class ProcessGroup:
         :param function: the collective, e.g. ``torch.distributed.all_reduce``.
         :param args: its positional arguments.
         :param kwargs: its keyword arguments.
-        :raises SystemExit: the collective failed.
+        :raises DistributedError: the collective failed.
         """
         try:
             return function(*args, **kwargs)
         except RuntimeError as exc:  # torch.distributed.DistError and the backends' own errors
-            raise SystemExit(
+            raise DistributedError(
                 f"distributed training stopped on rank {self.rank} of {self.world_size}: another rank ended or did "
                 f"not answer within --dist-timeout {self.timeout_s:g} s ({one_line(exc)[:300]})."
             ) from exc
@@ -94,13 +94,13 @@ class ProcessGroup:
         rank-0 error sent by :meth:`setup_on_main` ends the other ranks with it.
 
         :param value: what rank 0 sends.
-        :raises SystemExit: on the other ranks, when rank 0 failed to set the run up.
+        :raises DistributedError: on the other ranks, when rank 0 failed to set the run up.
         """
         payload = [("ok", value)]
         self.collective(dist.broadcast_object_list, payload, src=0)
         status, received = payload[0]
         if status == "error":
-            raise SystemExit(f"rank 0 could not set the run up: {received}")
+            raise DistributedError(f"rank 0 could not set the run up: {received}")
         return received
 
     @contextmanager
@@ -144,11 +144,11 @@ def process_group(device: str, timeout_s: float) -> Iterator[ProcessGroup]:
 
     :param device: the ``--device`` argument (see :func:`rank_device`).
     :param timeout_s: how long joining and each collective wait for the other ranks (``--dist-timeout``).
-    :raises SystemExit: not started by torchrun, or the other ranks did not join in time.
+    :raises DistributedError: not started by torchrun, or the other ranks did not join in time.
     """
     missing = [name for name in LAUNCH_VARIABLES if name not in os.environ]
     if missing:
-        raise SystemExit(
+        raise DistributedError(
             f"--distributed runs under torchrun (torchrun --nproc_per_node N -m agents.train_sac --distributed ...), "
             f"which sets {', '.join(LAUNCH_VARIABLES)}; missing: {', '.join(missing)}."
         )
@@ -163,7 +163,7 @@ def process_group(device: str, timeout_s: float) -> Iterator[ProcessGroup]:
             timeout=dt.timedelta(seconds=timeout_s),
         )
     except RuntimeError as exc:
-        raise SystemExit(
+        raise DistributedError(
             f"--distributed: rank {rank} could not join the other {world_size - 1} ranks within --dist-timeout "
             f"{timeout_s:g} s ({one_line(exc)[:300]})."
         ) from exc

@@ -3,12 +3,12 @@
 PyTorch's CPU tensors come from ``malloc``. glibc serves every block above its mmap threshold (a few MB: one
 ``16 x 512 x 512`` float32 activation is 16 MB) with a fresh ``mmap`` and unmaps it when the tensor is freed, so
 the next such tensor page-faults all its memory in again. A stylisation step allocates and frees dozens of these
-(``python -m benchmarks.speed --threads 1 [--default-allocator]``: a 1024 px step took 2.0 s with
-:func:`keep_freed_memory`, 2.8 s without). ONNX Runtime avoids them with its own memory arena.
+(``python -m benchmarks.speed --default-allocator`` measures the difference; docs/results.md). ONNX Runtime avoids
+them with its own memory arena.
 
 - :func:`keep_freed_memory`: from now on, this process keeps freed blocks and hands them out again
   (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, 1 GiB)``). The resident memory then stays near its peak
-  until :func:`release_freed_memory`. :class:`agents.inference.TorchRunner` calls it for CPU policies.
+  until :func:`release_freed_memory`. ``agents.stylize`` calls it on the CPU (process-wide, so the library leaves it to the command).
 - :func:`release_freed_memory`: give the freed memory back to the OS now (``malloc_trim(0)``), e.g. before
   measuring a call's peak resident memory.
 """

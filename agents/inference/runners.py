@@ -1,10 +1,10 @@
-"""Step-wise stylisation with a trained (or released) actor-builder policy, and pictures of the sequence.
+"""Step-wise stylisation with a trained (or released) actor-builder policy.
 
 Inference follows the papers: run actor + builder ``steps`` times, feeding each output back as the moving
 image; output ``k`` is "sequence k". The latent is the distribution's mean (deterministic) unless asked.
 
 The steps are run by a :class:`StepRunner`: :class:`TorchRunner` (the policy in PyTorch, under
-:func:`torch.inference_mode`, optionally ``channels_last`` and float16) or :class:`agents.backends.OnnxRunner`
+:func:`torch.inference_mode`, optionally ``channels_last`` and float16) or :class:`agents.inference.onnx.OnnxRunner`
 (the exported graphs in ONNX Runtime). The style image does not change over the steps, frames and photos it is
 used for, so its encoding by the actor's style branch (:class:`~agents.networks.StyleCode`, two thirds of a
 step's cost with a large style image) is computed once (:meth:`StepRunner.prepare`) and reused. The size the style
@@ -18,19 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
-from agents.allocator import keep_freed_memory
-from agents.cli import atomic_path
 from agents.networks import StyleCode, pad_to_multiple
-from agents.style_sac import StyleSAC
 from agents.style_sac.policies import ActorBuilderPolicy, MiniStylerPolicy
-from nst_env.images import load_image, resize, resolve_sample
+from nst_env.images import resize
 
 #: Smallest image side the networks take: their 9x9 reflection-padded input and output convolutions need more
 #: than 4 px. Smaller images (and sides: 3 x 700) are stretched to it for processing and resized back.
@@ -39,8 +34,6 @@ MIN_SIDE = 5
 MATCH_CONTENT = "content"
 #: The size a style image is encoded at: its longer side in px, ``None`` (its own size) or :data:`MATCH_CONTENT`.
 StyleSize = int | None | Literal["content"]
-#: Fixed (content, style) pairs of the built-in samples used for the sequence picture.
-EVAL_PAIRS = (("chelsea", "starry_night"), ("astronaut", "the_scream"), ("building", "great_wave"))
 
 
 def image_to_tensor(image: np.ndarray, device: torch.device | str) -> torch.Tensor:
@@ -113,7 +106,7 @@ def prepare_style(policy: ActorBuilderPolicy, style: np.ndarray, size: int | Non
 
 class StepRunner(Protocol):
     """What runs the steps of :class:`FrameStylizer`: :class:`TorchRunner` (a policy in PyTorch) or
-    :class:`agents.backends.OnnxRunner` (the exported graphs in ONNX Runtime). ``Moving`` images are whatever
+    :class:`agents.inference.onnx.OnnxRunner` (the exported graphs in ONNX Runtime). ``Moving`` images are whatever
     the runner keeps between steps (a tensor, an array)."""
 
     #: where it computes (its free memory bounds the image size)
@@ -151,14 +144,10 @@ class TorchRunner:
     :param channels_last: keep images and the policy's convolution weights in ``channels_last`` memory format
         (converts the policy's weights in place; outputs equal within float32 rounding).
     :param half: compute in float16 (``torch.autocast``; CUDA only: channel statistics stay float32).
-    :param reuse_memory: on the CPU, let the C library keep freed memory for the next steps' tensors
-        (:func:`agents.allocator.keep_freed_memory`: process-wide; faster, the resident memory stays near its peak).
     :raises ValueError: ``half`` on a device other than CUDA.
     """
 
-    def __init__(
-        self, policy: ActorBuilderPolicy, channels_last: bool = False, half: bool = False, reuse_memory: bool = True
-    ) -> None:
+    def __init__(self, policy: ActorBuilderPolicy, channels_last: bool = False, half: bool = False) -> None:
         if half and policy.device.type != "cuda":
             raise ValueError(f"float16 inference needs a CUDA device, not {policy.device}.")
         self.policy = policy
@@ -169,8 +158,6 @@ class TorchRunner:
         self.half = half
         if channels_last:
             policy.to(memory_format=torch.channels_last)
-        if reuse_memory and self.device.type == "cpu":
-            keep_freed_memory()
 
     @contextmanager
     def context(self) -> Iterator[None]:
@@ -345,78 +332,3 @@ def stylize_sequence(
         raise ValueError(f"steps must be >= 1, got {steps}.")
     outputs = FrameStylizer(runner, style, range(1, steps + 1), deterministic, style_size)(content)
     return [outputs[k] for k in sorted(outputs)]
-
-
-def _label(image: Image.Image, text: str) -> Image.Image:
-    draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 0, 7 * len(text) + 6, 14), fill=(0, 0, 0))
-    draw.text((3, 1), text, fill=(255, 255, 255))
-    return image
-
-
-def sequence_grid(rows: Sequence[tuple[np.ndarray, np.ndarray, Sequence[np.ndarray]]], tile: int = 128) -> Image.Image:
-    """A grid: one row per pair, columns content | style | step 1 | ... | step k, labelled.
-
-    :param rows: ``(content, style, outputs)`` per row, uint8 ``H x W x 3`` images.
-    :param tile: side of each square tile in pixels.
-    """
-    n_cols = 2 + max(len(outputs) for _, _, outputs in rows)
-    grid = Image.new("RGB", (n_cols * tile, len(rows) * tile), (255, 255, 255))
-    for r, (content, style, outputs) in enumerate(rows):
-        tiles = [(content, "content"), (style, "style")] + [(o, f"step {k}") for k, o in enumerate(outputs, 1)]
-        for c, (img, text) in enumerate(tiles):
-            grid.paste(
-                _label(Image.fromarray(img).resize((tile, tile), Image.Resampling.BICUBIC), text), (c * tile, r * tile)
-            )
-    return grid
-
-
-def save_sequence(outputs: Sequence[np.ndarray], out_dir: Path, stem: str, gif_ms: int = 300) -> list[Path]:
-    """Write ``stem_step01.png``..., a strip ``stem_strip.png`` and an animated ``stem.gif`` (each atomically).
-
-    :param outputs: the steps' ``H x W x 3`` uint8 images.
-    :param out_dir: the output folder (created).
-    :param stem: the files' name stem.
-    :param gif_ms: display time of each GIF frame in milliseconds.
-    :return: the files written: the steps', the strip and the GIF.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    frames = [Image.fromarray(o) for o in outputs]
-    strip = Image.new("RGB", (sum(f.width for f in frames), frames[0].height))
-    x = 0
-    for frame in frames:
-        strip.paste(frame, (x, 0))
-        x += frame.width
-    paths = [out_dir / f"{stem}_step{k:02d}.png" for k in range(1, len(frames) + 1)]
-    for path, frame in zip(paths, frames):
-        with atomic_path(path) as partial:
-            frame.save(partial)
-    paths.append(out_dir / f"{stem}_strip.png")
-    with atomic_path(paths[-1]) as partial:
-        strip.save(partial)
-    paths.append(out_dir / f"{stem}.gif")
-    with atomic_path(paths[-1]) as partial:
-        frames[0].save(partial, save_all=True, append_images=frames[1:], duration=gif_ms, loop=0)
-    return paths
-
-
-def save_sequence_picture(
-    model: StyleSAC, path: Path, steps: int = 10, side: int = 256, style: str | None = None
-) -> Path:
-    """The 1..``steps`` sequence of the fixed evaluation pairs as one labelled grid PNG.
-
-    :param model: the trained model.
-    :param path: the PNG to write.
-    :param steps: stylisation steps (columns after content and style).
-    :param side: longest side of the images processed.
-    :param style: the style the model was trained on, when pinned (single-style training): it replaces the
-        evaluation pairs' styles.
-    """
-    rows = []
-    for content, pair_style in EVAL_PAIRS:
-        c = load_image(resolve_sample(content), max_side=side)
-        s = load_image(resolve_sample(style or pair_style), max_side=side)
-        rows.append((c, s, stylize_sequence(model.policy, c, s, steps)))
-    with atomic_path(path) as partial:
-        sequence_grid(rows).save(partial)
-    return path

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
 
 
 # ------------------------------------------------------------------------------------------ torch (training)
@@ -48,25 +49,6 @@ def warp(images: torch.Tensor, flow: torch.Tensor) -> tuple[torch.Tensor, torch.
     grid = torch.stack([2.0 * x / max(width - 1, 1) - 1.0, 2.0 * y / max(height - 1, 1) - 1.0], dim=-1)
     warped = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="border", align_corners=True)
     return warped, valid.to(images.dtype)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (kernel of ``2 * ceil(3 sigma) + 1`` taps, replicated borders).
-
-    :param x: ``N x C x H x W``.
-    :param sigma: standard deviation in pixels.
-    """
-    radius = max(1, math.ceil(3.0 * sigma))
-    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = x.shape[1]
-    for dim in (2, 3):
-        pad = (0, 0, radius, radius) if dim == 2 else (radius, radius, 0, 0)
-        shape = (1, 1, -1, 1) if dim == 2 else (1, 1, 1, -1)
-        padded = F.pad(x, pad, mode="replicate")
-        x = F.conv2d(padded, kernel.view(shape).expand(channels, -1, -1, -1), groups=channels)
-    return x
 
 
 def random_smooth_flow(
@@ -95,7 +77,9 @@ def random_smooth_flow(
     """
     coarse = torch.randn(n, 2, max(1, height // 100), max(1, width // 100), device=device, generator=generator)
     smooth = F.interpolate(coarse * std, size=(height, width), mode="bilinear", align_corners=False)
-    smooth = gaussian_blur(smooth, sigma=max(1.0, min(height, width) / 4.0))
+    sigma = max(1.0, min(height, width) / 4.0)
+    taps = 2 * math.ceil(3.0 * sigma) + 1
+    smooth = TF.gaussian_blur(smooth, [taps, taps], [sigma, sigma])
     translation = (torch.rand(n, 2, 1, 1, device=device, generator=generator) * 2.0 - 1.0) * max_translation
     return smooth + translation
 
@@ -261,7 +245,6 @@ __all__ = [
     "PairFlow",
     "compound_perturbation",
     "compound_temporal_loss",
-    "gaussian_blur",
     "input_flows",
     "occlusion_mask",
     "optical_flow",

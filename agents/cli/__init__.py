@@ -1,10 +1,9 @@
-"""What the command lines share: bounded argument types, one-line errors with exit status 2, atomic writes.
+"""The command-line layer: argument types, and the one place where an exception becomes ``error: ...`` and exit 2.
 
-Every ``main(argv)`` of :mod:`agents` and :mod:`benchmarks` is wrapped by :func:`cli_main`: a bad input (a missing,
-unreadable or incompatible file, a value out of range, an unknown hyper-parameter) ends the command with one
-line ``error: ...`` on stderr naming the input and what was expected, and exit status 2 (argparse's own usage
-errors exit with 2 too), never a traceback. Files are written with :func:`atomic_path`, so an interrupted or
-failed command leaves either the complete file or none.
+Every ``main(argv)`` of :mod:`agents.cli` and :mod:`benchmarks` is wrapped by :func:`cli_main`: a bad input (a
+missing, unreadable or incompatible file, a value out of range, an unknown hyper-parameter), which the library
+reports by raising (:mod:`agents.errors`), ends the command with one line ``error: ...`` on stderr naming the
+input and what was expected, and exit status 2 (argparse's own usage errors exit with 2 too), never a traceback.
 """
 
 from __future__ import annotations
@@ -12,23 +11,20 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import os
-import re
 import sys
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-import psutil
 import torch
+
+from agents.errors import one_line
 
 T = TypeVar("T")
 
 #: Exception types that mean "bad input" when they reach a command's top level: files that are missing,
 #: unreadable or of the wrong kind (``OSError``; ``ValueError``, which :class:`~nst_env.images.ImageReadError`,
-#: :class:`~agents.models.ModelLoadError` and :class:`~nst_env.video.VideoReadError` subclass; a corrupt zip),
+#: :class:`~agents.errors.ModelLoadError` and :class:`~nst_env.video.VideoReadError` subclass; a corrupt zip),
 #: values the code refuses (``ValueError``, ``TypeError`` from a constructor given an unexpected argument) and
 #: inputs too large for the memory at hand.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (
@@ -54,15 +50,6 @@ class UsageError(SystemExit):
 
     def __str__(self) -> str:
         return self.message
-
-
-def one_line(message: object) -> str:
-    """``message`` as one line (whitespace runs, newlines included, become single spaces).
-
-    :param message: an exception or a string.
-    """
-    text = " ".join(str(message).split())
-    return text or type(message).__name__
 
 
 def fail(message: object) -> NoReturn:
@@ -99,6 +86,14 @@ def cli_main(func: Callable[[list[str] | None], T]) -> Callable[[list[str] | Non
             fail(exc)
 
     return main
+
+
+def run(main: Callable[[], int]) -> NoReturn:
+    """Run a command's ``main()`` as the program and exit with its status (the ``__main__`` of ``python -m``).
+
+    :param main: the command's ``main`` (wrapped by :func:`cli_main`).
+    """
+    sys.exit(main())
 
 
 def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
@@ -182,43 +177,3 @@ def device_name(text: str) -> str:
             f"expected auto or a torch device such as cpu, cuda, cuda:1; got {text!r}"
         ) from None
     return text
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path to write ``path``'s new content to; it replaces ``path`` only once complete.
-
-    The temporary file lies in the same folder (``.<stem>.partial-<pid><suffix>``: hidden, same suffix, so
-    writers that choose the format by the file ending still work, and no ``<stem>*<suffix>`` pattern of the
-    real files matches it). When the block ends normally it is flushed to disk and renamed over ``path``
-    (:func:`os.replace`, atomic); when it raises, it is removed. A process killed in between leaves the old
-    ``path`` untouched (and a stray hidden ``.partial`` file).
-
-    :param path: the file to write (its folder must exist).
-    """
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
-    try:
-        yield temporary
-        with open(temporary, "rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the leftovers of writes that a killed process did not finish (:func:`atomic_path`) in ``folder``;
-    those of processes still running are left alone.
-
-    :param folder: the folder to clean (missing: nothing to do).
-    :return: the files removed.
-    """
-    folder = Path(folder)
-    stray = []
-    for path in sorted(folder.glob(".*.partial-*")) if folder.is_dir() else []:
-        match = re.search(r"\.partial-(\d+)", path.name)
-        if match and not psutil.pid_exists(int(match.group(1))):
-            path.unlink(missing_ok=True)
-            stray.append(path)
-    return stray

@@ -1,6 +1,8 @@
-"""int8 static quantisation of the exported step graph (ONNX Runtime), calibrated on the built-in samples.
+"""int8 static quantisation of the exported step graph (ONNX Runtime), calibrated on the built-in samples: a
+measuring tool of the speed and quality benchmarks (``--int8``), kept out of the package because int8 was slower
+than float on every CPU measured (docs/results.md).
 
-The step graph of :func:`agents.export_onnx.export_step` is quantised with
+The step graph of :func:`agents.inference.onnx.export_step` is quantised with
 ``onnxruntime.quantization.quantize_static`` (QDQ format, int8 weights per channel, uint8 activations, min-max
 ranges) in its convolutions only: quantising the instance normalisations' statistics as well made the mean
 error six times larger (0.28 against 0.045 on the calibration samples). The activation ranges come from :class:`StepCalibration`: every built-in content photo
@@ -27,8 +29,14 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 
-from agents.cli import atomic_path
-from agents.export_onnx import OnnxStylizer, export_step, onnx_session, style_encoder_path
+from agents.files import atomic_path
+from agents.inference.onnx import (
+    OnnxRunner,
+    cached_export,
+    export_step,
+    onnx_session,
+    style_encoder_path,
+)
 from agents.style_sac import MiniStylerPolicy
 from nst_env.images import SAMPLE_CONTENT_DIR, SAMPLE_STYLE_DIR, load_image, resize, scan_folder
 
@@ -65,7 +73,7 @@ class StepCalibration(CalibrationDataReader):
     :param steps: steps per photo.
     """
 
-    def __init__(self, stylizer: OnnxStylizer, side: int = CALIBRATION_SIDE, steps: int = CALIBRATION_STEPS) -> None:
+    def __init__(self, stylizer: OnnxRunner, side: int = CALIBRATION_SIDE, steps: int = CALIBRATION_STEPS) -> None:
         self.samples: list[dict[str, np.ndarray]] = []
         for moving, style in calibration_pairs(side):
             code = stylizer.encode(style)
@@ -133,7 +141,7 @@ def export_int8(
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".int8-") as folder:
         float_path = Path(folder) / "step.onnx"
         export_step(policy, float_path, opset=opset)
-        calibration = StepCalibration(OnnxStylizer(float_path), side, steps)
+        calibration = StepCalibration(OnnxRunner(float_path), side, steps)
         # quiet: quantize_static advises pre-processing the graph (shape inference), which changes nothing here
         with atomic_path(out) as step_file, atomic_path(style_encoder_path(out)) as encoder_file, quiet_root_logger():
             quantize_static(
@@ -149,3 +157,15 @@ def export_int8(
             )
             shutil.copyfile(style_encoder_path(float_path), encoder_file)
             return int8_difference(float_path, step_file, calibration)
+
+
+def cached_int8_export(policy: MiniStylerPolicy, cache_dir: Path) -> Path:
+    """The int8 step graph of ``policy`` (its float style encoder beside it) in ``cache_dir``, made there first if
+    missing (:func:`~agents.inference.onnx.cached_export`, named by ONNX Runtime's version too, which quantises).
+
+    :param policy: the policy (:class:`MiniStylerPolicy`).
+    :param cache_dir: the cache folder (created).
+    """
+    import onnxruntime
+
+    return cached_export(policy, cache_dir, export_int8, f"-ort{onnxruntime.__version__}-int8")
