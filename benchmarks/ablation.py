@@ -4,7 +4,7 @@ r"""The papers' ablation: the actor-builder trained with RL (StyleSAC) and witho
     python -m benchmarks.quality --model rlministyler runs/ablation/*/model.zip --name quality_ablation \
         --strengths --gatys-iterations                              # then their quality (no peer, no Gatys)
 
-- **RL** (``rl``): :class:`~agents.style_sac.StyleSAC` with its defaults (``agents/hyperparams/style_sac.yml``):
+- **RL** (``rl``): :class:`~agents.style_sac.StyleSAC` with its defaults (``agents/training/hyperparams/style_sac.yml``):
   every env step, a critic update, a generative update of actor + builder, and every 4th step an actor
   (``alpha log pi - Q``) and temperature update.
 - **no RL** (``no_rl``): ``StyleSAC(..., control_learning=False)``, the same actor-builder, data collection,
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             (
                 f"Short ablation: {args.n_timesteps} env steps per variant at {args.image_size} px on {args.device} "
                 "(the papers train ~10^5 updates at 256 px). Same seed, data and hyper-parameters "
-                "(`agents/hyperparams/style_sac.yml`); `no_rl` drops the critic, actor and temperature updates."
+                "(`agents/training/hyperparams/style_sac.yml`); `no_rl` drops the critic, actor and temperature updates."
             ),
             "Quality of the two: `python -m benchmarks.quality --name quality_ablation --strengths "
             f"--gatys-iterations --model rlministyler {models}`.",

@@ -361,7 +361,7 @@ def settings_of(args: Any) -> dict[str, Any]:
 
 
 def style_sac_config(image_size: int, seed: int = 0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """StyleSAC's ``NST-v0`` run configuration from ``agents/hyperparams/style_sac.yml`` at ``image_size``.
+    """StyleSAC's ``NST-v0`` run configuration from ``agents/training/hyperparams/style_sac.yml`` at ``image_size``.
 
     The layout is :func:`agents.training.config.build_config`'s (so :func:`agents.training.experiment.make_env` accepts it);
     :func:`agents.training.config.algorithm_kwargs` gives its constructor arguments.

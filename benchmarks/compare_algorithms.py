@@ -6,7 +6,7 @@
     python -m benchmarks.compare_algorithms --workers 3 --threads 1   # 3 (algorithm, seed) runs at a time
 
 Each (algorithm, seed) is trained with ``python -m agents.train --algo ALGO`` (hyper-parameters from
-``agents/hyperparams/ALGO.yml``) into ``--log-folder``, unless a finished run with the same algorithm, seed,
+``agents/training/hyperparams/ALGO.yml``) into ``--log-folder``, unless a finished run with the same algorithm, seed,
 budget and image size is there already (then it is read). ``--workers N`` trains and evaluates N runs at a time,
 each in its own process (with ``--threads`` torch threads each; each run checks the free memory when it starts),
 and merges their results into the same outputs as one after the other. ``--name`` sets the output files' stem
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             ),
             (
                 "Every algorithm has the same env-step budget; StyleSAC and the off-policy algorithms make one "
-                "update per step after 100 steps, PPO and A2C update per rollout (`agents/hyperparams/*.yml`). The "
+                "update per step after 100 steps, PPO and A2C update per rollout (`agents/training/hyperparams/*.yml`). The "
                 "references are not trained here: `no-op` leaves the photo unchanged (its style loss is the "
                 "starting point), `rlministyler (released)` is the authors' model trained at 256 px for ~10^5 updates."
             ),

@@ -124,7 +124,7 @@ def export_int8(
     steps: int = CALIBRATION_STEPS,
     opset: int = 17,
 ) -> tuple[float, float]:
-    """Export ``policy`` (:func:`~agents.export_onnx.export_step`, checked against PyTorch), quantise its step
+    """Export ``policy`` (:func:`~agents.inference.onnx.export_step`, checked against PyTorch), quantise its step
     graph to ``out`` and copy the float style encoder beside it (:func:`style_encoder_path`); both are written
     atomically.
 

@@ -4,7 +4,7 @@
     python -m benchmarks.scaling --ranks 1 2 4 8 --device cuda --image-size 256 --steps 200
 
 For each N of ``--ranks``, ``torchrun --standalone --nproc_per_node N`` runs this module's worker on every rank
-(importing this checkout): StyleSAC (``agents/hyperparams/style_sac.yml``, one update per env step) on its own env
+(importing this checkout): StyleSAC (``agents/training/hyperparams/style_sac.yml``, one update per env step) on its own env
 and replay buffer, seeded as a distributed training run seeds its ranks, with rank 0's weights and the gradients
 averaged across the ranks at every update (:func:`agents.training.distributed.replicate`). Each rank collects
 ``batch_size`` steps, makes ``--warmup`` updates, then trains ``--steps`` env steps (one update each) under the

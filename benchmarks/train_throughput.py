@@ -3,7 +3,7 @@
     python -m benchmarks.train_throughput                         # 64, 128, 256 px on the CPU
     python -m benchmarks.train_throughput --sizes 64 --steps 50 --threads 1
 
-For each size, StyleSAC (``agents/hyperparams/style_sac.yml``, one update of batch 8 per env step) first
+For each size, StyleSAC (``agents/training/hyperparams/style_sac.yml``, one update of batch 8 per env step) first
 collects ``batch_size`` steps and makes one update (warm-up), then trains ``--steps`` env steps (fewer if
 ``--budget-s`` runs out, in chunks of ``--chunk``) while timers wrapped around its parts record *exclusive*
 wall-clock time (a part's time excludes the parts it calls):

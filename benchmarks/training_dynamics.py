@@ -53,7 +53,7 @@ class Setting:
     updates: int  #: gradient updates (env steps = updates + learning_starts)
     learning_starts: int  #: env steps collected before the first update
     init: str | None = None  #: released weights to start from (``None``: from scratch)
-    hyperparams: tuple[str, ...] = ()  #: ``--hyperparams`` overrides of ``agents/hyperparams/style_sac.yml``
+    hyperparams: tuple[str, ...] = ()  #: ``--hyperparams`` overrides of ``agents/training/hyperparams/style_sac.yml``
 
     def command(self, seed: int, folder: Path, data: Path) -> list[str]:
         """The training command of one seed.
