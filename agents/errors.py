@@ -24,6 +24,11 @@ class ModelLoadError(RLNSTError, ValueError):
     """A model that is missing, corrupt, or not an actor-builder policy."""
 
 
+class UnsafeModelError(ModelLoadError):
+    """A model file that could only be loaded by unpickling part of it, which runs whatever code the file
+    carries: refused on the inference path (the message says how to convert a trusted file)."""
+
+
 class DistributedError(RLNSTError, ConnectionError):
     """A distributed run whose ranks could not join or stopped answering."""
 

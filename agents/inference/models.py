@@ -1,4 +1,7 @@
-"""Finding a policy by name or path: released weights or a saved StyleSAC zip.
+"""Finding a policy by name or path: released weights, a saved StyleSAC zip or a safetensors file.
+
+Model files are read without unpickling (:mod:`agents.inference.model_files`): a zip that could only be
+loaded by unpickling is refused, unless the caller passes ``allow_pickle=True`` for a file it trusts.
 
 Shipped models (in ``agents/pretrained``): the papers' authors' weights ``rlministyler`` (RLMiniStyler, any
 style; Hu et al., IJCAI 2025) and ``rlnst:blue_swirls``, ``rlnst:fire``, ``rlnst:maxresdefault`` (RL-NST, one
@@ -15,7 +18,8 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.errors import ModelLoadError
+from agents.errors import ModelLoadError, UnsafeModelError
+from agents.inference.model_files import load_safetensors_policy, load_zip_policy
 from agents.networks.pretrained import MINISTYLER_MODELS, RLNST_PREFIX, RLNST_STYLES, rlnst_style_image_path
 from agents.style_sac import ActorBuilderPolicy, MiniStylerPolicy, RLNSTPolicy, StyleSAC
 from nst_env.utils import resolve_device
@@ -64,11 +68,20 @@ def released_style_image(name: str) -> Path | None:
     return rlnst_style_image_path(name.removeprefix(RLNST_PREFIX))
 
 
-def load_policy(model: str | Path | None = None, device: torch.device | str = "auto") -> ActorBuilderPolicy:
-    """The policy of a released model name (default :data:`DEFAULT_MODEL`) or of a ``StyleSAC.save`` zip.
+def load_policy(
+    model: str | Path | None = None, device: torch.device | str = "auto", allow_pickle: bool = False
+) -> ActorBuilderPolicy:
+    """The policy of a released model name (default :data:`DEFAULT_MODEL`), of a ``StyleSAC.save`` zip or of
+    a safetensors file (``python -m agents.export_weights --format safetensors``), read without unpickling.
 
-    :param model: one of :data:`RELEASED`, or the path of a saved StyleSAC model (``.zip`` optional).
+    :param model: one of :data:`RELEASED`, or the path of a saved StyleSAC model (``.zip`` optional) or of a
+        ``.safetensors`` policy.
     :param device: where the policy lives (``"auto"``: CUDA when available).
+    :param allow_pickle: for a zip that could only be loaded by unpickling, load it with ``StyleSAC.load``
+        (which unpickles, running any code the file carries) instead of refusing it: only for files you
+        trust (``python -m agents.export_weights --allow-pickle`` converts them).
+    :raises UnsafeModelError: a zip that would need unpickling, without ``allow_pickle`` (the message says
+        how to convert a trusted one).
     :raises ModelLoadError: a missing, corrupt or incompatible model file (the message says which).
     """
     if model is None or str(model) in RELEASED:
@@ -77,9 +90,18 @@ def load_policy(model: str | Path | None = None, device: torch.device | str = "a
     if not path.is_file() and path.with_suffix(".zip").is_file():
         path = path.with_suffix(".zip")
     if not path.is_file():
-        raise ModelLoadError(f"Model not found: {path} (expected a StyleSAC .zip or one of {RELEASED}).")
+        raise ModelLoadError(
+            f"Model not found: {path} (expected a StyleSAC .zip, a .safetensors policy or one of {RELEASED})."
+        )
+    if path.suffix.lower() == ".safetensors":
+        return load_safetensors_policy(path, device)
     if not zipfile.is_zipfile(path):
         raise ModelLoadError(f"{path} is not a StyleSAC model: not a zip archive (corrupt or wrong file).")
+    try:
+        return load_zip_policy(path, device)
+    except UnsafeModelError:
+        if not allow_pickle:
+            raise
     try:
         algo = StyleSAC.load(path, device=resolve_device(device), buffer_size=1, verbose=0)
     except Exception as exc:

@@ -28,7 +28,11 @@ per element (see :data:`DEFAULT_TARGET_ENTROPY`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import io
+import os
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -45,6 +49,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import polyak_update
 
 from agents.style_sac.buffers import FeatureReplayBuffer, replay_memory_bytes
+from agents.style_sac.manifest import MANIFEST_NAME, manifest_json
 from agents.style_sac.objectives import soft_bellman_target, temperature_loss
 from agents.style_sac.policies import (
     ActorBuilderPolicy,
@@ -468,6 +473,34 @@ class StyleSAC(OffPolicyAlgorithm):
             "_sharing_features",
             "gradient_hook",
         ]
+
+    def save(
+        self,
+        path: str | os.PathLike | io.BufferedIOBase,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
+        """Stable-Baselines3's zip, plus the manifest ``rl_nst.json`` (:mod:`agents.style_sac.manifest`): the
+        policy's class, constructor arguments and spaces as plain JSON, so that
+        :func:`~agents.inference.models.load_policy` rebuilds the policy without unpickling anything.
+
+        :param path: the file (``.zip`` is added to a name without a suffix, as Stable-Baselines3 does) or a
+            writable binary file object.
+        :param exclude: attributes not to save, besides the default ones.
+        :param include: attributes to save although excluded by default.
+        """
+        archive_bytes = io.BytesIO()
+        super().save(archive_bytes, exclude=exclude, include=include)
+        with zipfile.ZipFile(archive_bytes, mode="a") as archive:
+            archive.writestr(MANIFEST_NAME, manifest_json(self.policy, self.num_timesteps))
+        if isinstance(path, (str, os.PathLike)):
+            path = Path(path)
+            if path.suffix == "":
+                path = path.with_name(f"{path.name}.zip")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(archive_bytes.getvalue())
+        else:
+            path.write(archive_bytes.getvalue())
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.actor.optimizer", "policy.critic.optimizer", "policy.generative_optimizer"]
