@@ -1,20 +1,27 @@
 """Reading images of any kind into ``H x W x 3`` uint8 RGB, and folders of them as a data source.
 
 Accepted: anything Pillow reads (JPEG, PNG, BMP, WebP, TIFF, ...) in any mode: grayscale, RGBA (alpha
-composited on white), palette, CMYK, 16-bit and float images (rescaled to 8 bits), tiny or huge ones
-(huge JPEGs are decoded at reduced size when a maximum side is given).
+composited on white), palette, CMYK, 16-bit and float images (rescaled to 8 bits), EXIF-rotated photos (turned
+upright), tiny or large ones (large JPEGs are decoded at reduced size when a maximum side is given).
+
+Decompression bombs: :func:`load_image` reads the size a file declares before decoding it and refuses more than
+:data:`DEFAULT_MAX_PIXELS` (its ``max_pixels`` raises the bound); Pillow's own guard
+(``PIL.Image.MAX_IMAGE_PIXELS``) is left on for the rest of the process.
 """
 
 from __future__ import annotations
 
 import os
+import struct
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 #: File endings the folder scan picks up (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
@@ -25,17 +32,70 @@ SAMPLE_STYLE_DIR = SAMPLE_DIR / "style"
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 
-# Stylising a large scan is legitimate; images are bounded by `max_side` instead of Pillow's bomb check.
-Image.MAX_IMAGE_PIXELS = None
+#: Most pixels :func:`load_image` decodes unless told otherwise (64 megapixels, e.g. 8000 x 8000; an RGB copy of
+#: that many is 192 MB): a file declaring more is refused before decoding (a decompression bomb declares a huge
+#: size in a small file). JPEGs decoded at reduced size for ``max_side`` count at that size.
+DEFAULT_MAX_PIXELS = 64_000_000
+#: What a decoder may raise for a damaged file besides ``OSError``/``ValueError`` (Pillow's plugins parse
+#: headers with ``struct`` and index into what they read).
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    IndexError,
+    Image.DecompressionBombError,
+)
+_PILLOW_LIMIT_LOCK = threading.Lock()
 
 
 class ImageReadError(ValueError):
-    """An image file that cannot be decoded, or an array that is not an image."""
+    """An image file that cannot be decoded (damaged, not an image, larger than the pixel bound), or an array
+    that is not an image."""
+
+
+@contextmanager
+def _open(path: Path, max_pixels: int | None) -> Iterator[Image.Image]:
+    """``Image.open(path)`` without Pillow's decompression-bomb warning (the caller checks the size), and with
+    Pillow's own limit raised to ``max_pixels`` for this call only when the caller asks for more than it.
+
+    :param path: the image file.
+    :param max_pixels: the caller's bound (``None``: none besides Pillow's).
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    raise_limit = limit is not None and max_pixels is not None and max_pixels > limit
+    with _PILLOW_LIMIT_LOCK if raise_limit else nullcontext(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        if raise_limit:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+        try:
+            with Image.open(path) as img:
+                yield img
+        finally:
+            if raise_limit:
+                Image.MAX_IMAGE_PIXELS = limit
+
+
+def _too_large(path: Path, declared: str, max_pixels: int | None) -> ImageReadError:
+    """The error for a file that declares more pixels than accepted (``max_pixels``, or Pillow's limit)."""
+    bound = f"the {max_pixels:,} accepted" if max_pixels is not None else "Pillow's limit (PIL.Image.MAX_IMAGE_PIXELS)"
+    return ImageReadError(
+        f"Image {path} declares {declared}, more than {bound}: a decompression bomb, or a very large photo "
+        "(load_image(max_pixels=...) or agents.stylize --max-pixels raises the bound)."
+    )
+
+
+def _check_pixels(path: Path, img: Image.Image, max_pixels: int | None) -> None:
+    width, height = img.size
+    if max_pixels is not None and width * height > max_pixels:
+        raise _too_large(path, f"{width}x{height} = {width * height:,} pixels", max_pixels)
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         peak = arr.max(initial=0.0)
         top = 1.0 if peak <= 1.0 and img.mode == "F" else 255.0 if peak <= 255 else 65535.0
         gray = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -47,26 +107,37 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def load_image(source: ImageLike, max_side: int | None = None) -> np.ndarray:
-    """Read an image file or validate an array, returning ``H x W x 3`` uint8 RGB.
+def load_image(
+    source: ImageLike, max_side: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Read an image file or validate an array, returning ``H x W x 3`` uint8 RGB (EXIF-rotated photos upright).
 
     :param source: a path, or an array ``H x W x 3`` (also ``H x W`` or ``H x W x 4``) of uint8, or of
         floats in ``[0, 1]``.
     :param max_side: if given, shrink (keeping the aspect ratio) so that the longer side is at most this;
         JPEGs are then decoded directly at reduced resolution, so huge files stay cheap.
+    :param max_pixels: refuse a file that declares more pixels than this (after a JPEG's reduction for
+        ``max_side``), before decoding it: :data:`DEFAULT_MAX_PIXELS` unless raised. Above Pillow's own limit
+        (``PIL.Image.MAX_IMAGE_PIXELS``), that limit is raised for this call only. ``None``: Pillow's limit alone.
     :raises FileNotFoundError: a path that does not exist.
-    :raises ImageReadError: a file that is not a readable image, or an array of the wrong shape or type.
+    :raises TypeError: a source that is neither a path nor an array.
+    :raises ImageReadError: a file that is not a readable image (damaged, truncated, or larger than
+        ``max_pixels``), or an array of the wrong shape or type.
     """
     if isinstance(source, np.ndarray):
         return _validate_array(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"Expected an image path or an H x W x 3 array, got {type(source).__name__}.")
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"Image not found: {path}")
     try:
-        with Image.open(path) as img:
+        with _open(path, max_pixels) as img:
             if max_side is not None:
                 img.draft("RGB", (max_side, max_side))
+            _check_pixels(path, img, max_pixels)
             img.load()
+            ImageOps.exif_transpose(img, in_place=True)
             if max_side is not None and max(img.size) > max_side:
                 if img.mode.startswith("I;16"):
                     # thumbnail()'s fast pre-reduction (Image.reduce) rejects 16-bit modes, so a large 16-bit
@@ -74,7 +145,13 @@ def load_image(source: ImageLike, max_side: int | None = None) -> np.ndarray:
                     img = Image.fromarray(_to_rgb(img))
                 img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
             rgb = _to_rgb(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:  # Pillow's guard saw the size first (above twice its limit)
+        pixels = str(exc).split("(", 1)[-1].split(" pixels", 1)[0]  # "Image size (N pixels) exceeds limit ..."
+        declared = f"{int(pixels):,} pixels" if pixels.isdigit() else "too many pixels"
+        raise _too_large(path, declared, max_pixels) from None
+    except DECODE_ERRORS as exc:
         raise ImageReadError(f"Cannot read image {path}: {exc}") from exc
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ImageReadError(f"Image {path} is empty ({rgb.shape[1]}x{rgb.shape[0]}).")
@@ -133,10 +210,10 @@ def scan_folder(folder: str | os.PathLike) -> list[Path]:
     usable = []
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
         try:
-            with Image.open(path):  # parses the header only: cheap even for large datasets
+            with _open(path, None):  # parses the header only: cheap even for large datasets
                 pass
             usable.append(path)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except DECODE_ERRORS as exc:
             warnings.warn(f"Skipping unreadable image {path}: {exc}", stacklevel=2)
     if not usable:
         raise ValueError(f"No usable image in {root} (searched recursively for {', '.join(IMAGE_SUFFIXES)}).")

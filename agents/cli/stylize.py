@@ -39,7 +39,7 @@ from agents.inference.runners import (
     stylize_sequence,
 )
 from agents.style_sac import ActorBuilderPolicy
-from nst_env.images import ImageReadError, load_image, resize, resolve_sample, scan_folder
+from nst_env.images import DEFAULT_MAX_PIXELS, ImageReadError, load_image, resize, resolve_sample, scan_folder
 from nst_env.utils import resolve_device
 from nst_env.video import (
     FOURCC,
@@ -145,6 +145,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_STYLE_SIZE,
         help="encode the style with its longer side at the photo's (content), this many px, or as read (0 or none)",
     )
+    p.add_argument(
+        "--max-pixels",
+        type=int_range(1),
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse an image that declares more pixels (decompression bombs); raise it for a larger photo",
+    )
     p.add_argument("--sample", action="store_true", help="sample latents instead of using the distribution mean")
     p.add_argument(
         "--backend", choices=BACKENDS, default="auto", help="auto: ONNX Runtime where the model exports, else PyTorch"
@@ -182,10 +188,11 @@ def stylize_image_file(
     :param path: the content image.
     :param style: the style, encoded as ``--style-size`` asks (``None`` for a single-style model).
     :param stem: the outputs' file-name stem.
-    :param args: the parsed command line (``steps``, ``out``, ``device``, ``max_side``, ``sample``).
+    :param args: the parsed command line (``steps``, ``out``, ``device``, ``max_side``, ``max_pixels``,
+        ``sample``).
     :return: what was written, for the log.
     """
-    content = load_image(path)
+    content = load_image(path, max_pixels=args.max_pixels)
     work = fitted(content, path.name, runner.device, args.max_side)
     if min(content.shape[:2]) < MIN_SIDE:
         print(
@@ -285,17 +292,21 @@ def style_size_argument(text: str) -> StyleSize:
         raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
 
 
-def load_style(runner: StepRunner, path: Path | None, size: StyleSize = None) -> StyleEncodings | None:
+def load_style(
+    runner: StepRunner, path: Path | None, size: StyleSize = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> StyleEncodings | None:
     """A style image read (longest side at most :data:`STYLE_MAX_SIDE`), to be encoded by ``runner`` at ``size``
     (``None`` for a single-style model or without an image).
 
     :param runner: what runs the steps.
     :param path: the style image.
     :param size: the size it is encoded at (``--style-size``: :data:`~agents.inference.runners.StyleSize`).
+    :param max_pixels: refuse a file declaring more pixels (``--max-pixels``; see :func:`~nst_env.images.load_image`).
     """
     if not runner.needs_style_image or path is None:
         return None
-    return StyleEncodings(runner, load_image(path, max_side=STYLE_MAX_SIDE), size, STYLE_MAX_SIDE)
+    image = load_image(path, max_side=STYLE_MAX_SIDE, max_pixels=max_pixels)
+    return StyleEncodings(runner, image, size, STYLE_MAX_SIDE)
 
 
 #: What makes one (content, style) pair fail while the others go on.
@@ -330,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(total=total, desc="pairs", disable=total == 1 or bool(args.video)) as bar:
         for style_name, style_path in styles:
             try:
-                style = load_style(runner, style_path, args.style_size)
+                style = load_style(runner, style_path, args.style_size, args.max_pixels)
             except PAIR_ERRORS as exc:
                 failures += len(inputs)
                 bar.update(len(inputs))
