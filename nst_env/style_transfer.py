@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
@@ -24,6 +24,7 @@ from nst_env.images import (
 from nst_env.losses import (
     CONTENT_LAYER,
     STYLE_LAYERS,
+    StyleStats,
     content_loss,
     content_style_layers,
     pack_mean_std,
@@ -33,8 +34,256 @@ from nst_env.losses import (
 from nst_env.utils import fork_safe_torch_threads, resolve_device
 from nst_env.vgg import VGG19Features
 
+#: The reward pass's precisions: ``"bfloat16"`` runs VGG-19 under :func:`torch.autocast` (the losses are summed in
+#: float32 either way).
+PRECISIONS = ("float32", "bfloat16")
+#: ``reset`` options of ``NST-v0``: the images to pin.
+RESET_OPTIONS = ("content", "style")
 
-class NSTEnv(gym.Env):
+
+def check_env_arguments(
+    image_size: int,
+    max_episode_steps: int | None,
+    style_loss: str,
+    info_features: bool,
+    render_mode: str | None,
+    precision: str,
+) -> None:
+    """Raise ``ValueError`` for an ``NST-v0`` argument out of range (:class:`NSTEnv` lists them).
+
+    :param image_size: side of the square images (an integer >= 16).
+    :param max_episode_steps: steps per episode (>= 1) or ``None``.
+    :param style_loss: a key of :data:`~nst_env.losses.STYLE_LAYERS`.
+    :param info_features: whether ``info`` carries the VGG-19 features (``"meanstd"`` only).
+    :param render_mode: ``None`` or ``"rgb_array"``.
+    :param precision: one of :data:`PRECISIONS`.
+    """
+    # 16: the deepest loss layers (relu4_*) are image_size/8 wide, and channel std needs >= 2x2 positions.
+    if not isinstance(image_size, (int, np.integer)) or image_size < 16:
+        raise ValueError(f"image_size must be an integer >= 16, got {image_size!r}.")
+    if style_loss not in STYLE_LAYERS:
+        raise ValueError(f"style_loss must be one of {sorted(STYLE_LAYERS)}, got {style_loss!r}.")
+    if info_features and style_loss != "meanstd":
+        raise ValueError(f"info_features needs style_loss='meanstd', got {style_loss!r}.")
+    if max_episode_steps is not None and max_episode_steps < 1:
+        raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}.")
+    if render_mode is not None and render_mode != "rgb_array":
+        raise ValueError(f"render_mode must be None or one of ['rgb_array'], got {render_mode!r}.")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}.")
+
+
+def image_pools(
+    image_size: int,
+    content_dir: str | os.PathLike | None,
+    style_dir: str | os.PathLike | None,
+    style: ImageLike | None,
+) -> tuple[ImagePool, ImagePool]:
+    """The content and style pools of an env: the folders given, else the built-in samples; ``style`` pins one style.
+
+    :param image_size: the env's image side (images are decoded at up to 4 times it).
+    :param content_dir: folder of content images (``None``: the built-in photos).
+    :param style_dir: folder of style images (``None``: the built-in paintings).
+    :param style: one style image (path, array or built-in name) instead of ``style_dir``.
+    """
+    decode_side = 4 * image_size
+    content_pool = ImagePool(content_dir or SAMPLE_CONTENT_DIR, max_side=decode_side)
+    if style is not None:
+        return content_pool, ImagePool(resolve_sample(style), max_side=decode_side)
+    return content_pool, ImagePool(style_dir or SAMPLE_STYLE_DIR, max_side=decode_side)
+
+
+def image_spaces(image_size: int, observe_content: bool) -> tuple[spaces.Dict, spaces.Box]:
+    """One env's observation and action spaces (:class:`NSTEnv`'s table).
+
+    :param image_size: the image side.
+    :param observe_content: add the content photo to the observation.
+    """
+    image_box = spaces.Box(0, 255, (3, image_size, image_size), np.uint8)
+    keys = {"moving": image_box, "style": image_box}
+    if observe_content:
+        keys["content"] = image_box
+    return spaces.Dict(keys), spaces.Box(0.0, 1.0, (3, image_size, image_size), np.float32)
+
+
+def draw_image(pool: ImagePool, pinned: ImageLike | None, rng: np.random.Generator, image_size: int) -> np.ndarray:
+    """An episode's ``3 x s x s`` uint8 image: ``pinned`` resized to ``s`` without cropping, else one drawn from
+    ``pool`` with ``rng``, resized to ``2s x 2s`` and randomly cropped to ``s x s`` (the papers' transform).
+
+    :param pool: the images to draw from.
+    :param pinned: an image to use instead (path, array or built-in name), or ``None``.
+    :param rng: the env's generator (draws the image, then the crop's corner).
+    :param image_size: the side ``s``.
+    """
+    s = image_size
+    if pinned is not None:
+        image = load_image(resolve_sample(pinned), max_side=4 * s)
+        return to_chw(resize(image, s, s))
+    big = resize(pool.draw(rng), 2 * s, 2 * s)
+    top, left = (int(v) for v in rng.integers(0, s + 1, size=2))
+    return to_chw(big[top : top + s, left : left + s])
+
+
+def check_reset_options(options: Mapping[str, Any], allowed: Sequence[str] = RESET_OPTIONS) -> None:
+    """Raise ``ValueError`` for an unknown ``reset`` option.
+
+    :param options: the options given.
+    :param allowed: the options the env takes.
+    """
+    unknown = set(options) - set(allowed)
+    if unknown:
+        expected = " and/or ".join(repr(name) for name in allowed)
+        raise ValueError(f"Unknown reset options {sorted(unknown)}; expected {expected}.")
+
+
+def check_action_values(action: np.ndarray | torch.Tensor, expected: Sequence[int], batched: bool = False) -> None:
+    """Raise ``ValueError`` unless ``action`` has the shape ``expected`` and only finite values.
+
+    :param action: the action (a numpy array, or a torch tensor: the check then waits for its device).
+    :param expected: the shape it must have.
+    :param batched: a vector env's batch of actions (for the message).
+    """
+    if tuple(action.shape) != tuple(expected):
+        raise ValueError(
+            f"Expected {'a batch of actions' if batched else 'an action'} of shape {tuple(expected)} (the next "
+            f"image{'s' if batched else ''}, channel-first RGB in [0, 1]), got shape {tuple(action.shape)}."
+        )
+    finite = bool(torch.isfinite(action).all()) if isinstance(action, torch.Tensor) else np.isfinite(action).all()
+    if not finite:
+        raise ValueError(
+            f"The action{'s contain' if batched else ' contains'} NaN or infinite values; expected "
+            f"{'RGB images' if batched else 'an RGB image'} in [0, 1]."
+        )
+
+
+def quantise(action: np.ndarray) -> np.ndarray:
+    """An action (RGB in ``[0, 1]``, clipped) as the uint8 image it becomes (round half to even)."""
+    return np.rint(np.clip(action, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def render_frame(content: np.ndarray, style: np.ndarray, moving: np.ndarray) -> np.ndarray:
+    """``H x 3W x 3`` uint8: content | style | moving, from three ``3 x H x W`` images."""
+    return np.concatenate([content, style, moving], axis=2).transpose(1, 2, 0).copy()
+
+
+class PerceptualReward:
+    """The frozen VGG-19 of an env and the losses its reward and ``info`` report, for any batch of images.
+
+    :param style_loss: ``"meanstd"`` or ``"gram"``.
+    :param device: where VGG-19 runs.
+    :param vgg_weights: explicit VGG-19 weights path (see :mod:`nst_env.vgg`).
+    :param precision: ``"float32"``, or ``"bfloat16"`` to run VGG-19 under :func:`torch.autocast`.
+    """
+
+    def __init__(
+        self,
+        style_loss: str,
+        device: torch.device,
+        vgg_weights: str | os.PathLike | None = None,
+        precision: str = "float32",
+    ) -> None:
+        self.kind = style_loss
+        self.style_layers = STYLE_LAYERS[style_loss]
+        self.content_layer = CONTENT_LAYER[style_loss]
+        self.device = device
+        self.precision = precision
+        self.vgg = VGG19Features(content_style_layers(style_loss), weights=vgg_weights, device=device)
+
+    def features(self, images: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
+        """VGG-19 activations of ``N x 3 x H x W`` uint8 images (a numpy array, or a tensor on any device).
+
+        :param images: the images.
+        """
+        batch = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
+        batch = batch.to(self.device, non_blocking=True).float().div_(255.0)
+        bf16 = self.precision == "bfloat16"
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return self.vgg(batch)
+
+    def targets(
+        self, content: Mapping[str, torch.Tensor], style: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, StyleStats]:
+        """An episode's targets: the content photos' content-layer features and the style images' statistics.
+
+        :param content: the content photos' activations.
+        :param style: the style images' activations.
+        """
+        return content[self.content_layer], style_statistics(style, self.kind, self.style_layers)
+
+    def losses(
+        self, features: Mapping[str, torch.Tensor], style_target: StyleStats, content_target: torch.Tensor
+    ) -> torch.Tensor:
+        """``2 x N`` float32: each image's style loss (first row) and content loss (second row).
+
+        :param features: the images' activations.
+        :param style_target: the style statistics each image is compared with (batch ``N`` or 1).
+        :param content_target: the content features each image is compared with (batch ``N`` or 1).
+        """
+        with torch.no_grad():
+            style = style_loss(features, style_target, self.kind, reduction="none")
+            content = content_loss(features[self.content_layer], content_target, reduction="none")
+            return torch.stack([style, content])
+
+
+class NSTCore:
+    """What :class:`NSTEnv` and :class:`~nst_env.vector.NSTVectorEnv` share: their arguments (checked; the table of
+    :class:`NSTEnv`), image pools, VGG-19 reward pass (:class:`PerceptualReward`) and one env's spaces.
+
+    :param image_size: side of the square observation and action images (>= 16).
+    :param max_episode_steps: steps per episode (``None``: the env never truncates by itself).
+    :param style_loss: ``"meanstd"`` (RLMiniStyler) or ``"gram"`` (RL-NST).
+    :param reward_scale: reward = ``-reward_scale * style_loss``.
+    :param content_dir: folder of content images, searched recursively (``None``: the built-in photos).
+    :param style_dir: folder of style images, searched recursively (``None``: the built-in paintings).
+    :param style: pin one style (path, array, or a built-in name such as ``"starry_night"``).
+    :param observe_content: add the content photo to the observation.
+    :param device: where VGG-19 runs: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"`` ...
+    :param vgg_weights: explicit VGG-19 weights path (see :mod:`nst_env.vgg`).
+    :param render_mode: ``None`` or ``"rgb_array"``.
+    :param info_features: add the VGG-19 features to ``info`` (``"meanstd"`` only).
+    :param precision: the reward pass's precision, ``"float32"`` or ``"bfloat16"``.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 256,
+        max_episode_steps: int | None = 10,
+        style_loss: str = "meanstd",
+        reward_scale: float = 1.0,
+        content_dir: str | os.PathLike | None = None,
+        style_dir: str | os.PathLike | None = None,
+        style: ImageLike | None = None,
+        observe_content: bool = False,
+        device: torch.device | str = "auto",
+        vgg_weights: str | os.PathLike | None = None,
+        render_mode: str | None = None,
+        info_features: bool = False,
+        precision: str = "float32",
+    ) -> None:
+        check_env_arguments(image_size, max_episode_steps, style_loss, info_features, render_mode, precision)
+        self.image_size = int(image_size)
+        self.max_episode_steps = max_episode_steps
+        self.style_loss_kind = style_loss
+        self.reward_scale = float(reward_scale)
+        self.observe_content = observe_content
+        self.render_mode = render_mode
+        self.info_features = info_features
+        self.precision = precision
+        self.device = resolve_device(device)
+        fork_safe_torch_threads()
+        self.content_pool, self.style_pool = image_pools(self.image_size, content_dir, style_dir, style)
+        self.reward = PerceptualReward(style_loss, self.device, vgg_weights, precision)
+        self.vgg = self.reward.vgg
+        self._content_layer = self.reward.content_layer
+        self.observation_space, self.action_space = image_spaces(self.image_size, observe_content)
+
+    @property
+    def vgg_source(self) -> str:
+        """Where the env's VGG-19 weights came from (a learner sharing :attr:`info_features` must match it)."""
+        return self.vgg.source
+
+
+class NSTEnv(NSTCore, gym.Env):
     """Step-wise neural style transfer (RL-NST, Feng et al. 2023; RLMiniStyler, Hu et al. 2025).
 
     The agent repaints a "moving" image, initially the content photo, one step at a time; each step is
@@ -93,6 +342,7 @@ class NSTEnv(gym.Env):
     | ``vgg_weights`` | ``None`` | explicit VGG-19 weights path (see :mod:`nst_env.vgg`) |
     | ``render_mode`` | ``None`` | ``"rgb_array"``: content, style and moving image side by side |
     | ``info_features`` | ``False`` | add the VGG-19 features above to ``info`` (``"meanstd"`` only) |
+    | ``precision`` | ``"float32"`` | ``"bfloat16"``: the reward's VGG-19 pass under ``torch.autocast`` (losses summed in float32) |
 
     ## Example
     An episode's first step, with the photo itself as the action (tests/test_env.py runs this example)::
@@ -107,6 +357,9 @@ class NSTEnv(gym.Env):
         >>> sorted(info), info["step"], bool(reward < 0), terminated, truncated
         (['content_loss', 'step', 'style_loss'], 1, True, False, False)
 
+    Many envs at once: ``gym.make_vec("NST-v0", num_envs=N)`` builds :class:`~nst_env.vector.NSTVectorEnv`, which
+    runs the N envs' reward passes as one batch on one VGG-19.
+
     ## Version History
     * v0: the first version (rl-nst 0.1.0): style losses ``"meanstd"`` (RLMiniStyler) and ``"gram"`` (RL-NST),
       the content photo in the observation on request (``observe_content``), the VGG-19 features in ``info`` on
@@ -115,81 +368,18 @@ class NSTEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
 
-    def __init__(
-        self,
-        image_size: int = 256,
-        max_episode_steps: int | None = 10,
-        style_loss: str = "meanstd",
-        reward_scale: float = 1.0,
-        content_dir: str | os.PathLike | None = None,
-        style_dir: str | os.PathLike | None = None,
-        style: ImageLike | None = None,
-        observe_content: bool = False,
-        device: torch.device | str = "auto",
-        vgg_weights: str | os.PathLike | None = None,
-        render_mode: str | None = None,
-        info_features: bool = False,
-    ) -> None:
-        # 16: the deepest loss layers (relu4_*) are image_size/8 wide, and channel std needs >= 2x2 positions.
-        if not isinstance(image_size, (int, np.integer)) or image_size < 16:
-            raise ValueError(f"image_size must be an integer >= 16, got {image_size!r}.")
-        if style_loss not in STYLE_LAYERS:
-            raise ValueError(f"style_loss must be one of {sorted(STYLE_LAYERS)}, got {style_loss!r}.")
-        if info_features and style_loss != "meanstd":
-            raise ValueError(f"info_features needs style_loss='meanstd', got {style_loss!r}.")
-        if max_episode_steps is not None and max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be >= 1 or None, got {max_episode_steps}.")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}.")
-        self.image_size = int(image_size)
-        self.max_episode_steps = max_episode_steps
-        self.style_loss_kind = style_loss
-        self.reward_scale = float(reward_scale)
-        self.observe_content = observe_content
-        self.render_mode = render_mode
-        self.info_features = info_features
-        self.device = resolve_device(device)
-        fork_safe_torch_threads()
-
-        decode_side = 4 * self.image_size
-        self.content_pool = ImagePool(content_dir or SAMPLE_CONTENT_DIR, max_side=decode_side)
-        if style is not None:
-            self.style_pool = ImagePool(resolve_sample(style), max_side=decode_side)
-        else:
-            self.style_pool = ImagePool(style_dir or SAMPLE_STYLE_DIR, max_side=decode_side)
-
-        self._style_layers = STYLE_LAYERS[style_loss]
-        self._content_layer = CONTENT_LAYER[style_loss]
-        self.vgg = VGG19Features(content_style_layers(style_loss), weights=vgg_weights, device=self.device)
-
-        image_box = spaces.Box(0, 255, (3, self.image_size, self.image_size), np.uint8)
-        keys = {"moving": image_box, "style": image_box}
-        if observe_content:
-            keys["content"] = image_box
-        self.observation_space = spaces.Dict(keys)
-        self.action_space = spaces.Box(0.0, 1.0, (3, self.image_size, self.image_size), np.float32)
-
-        self._content: np.ndarray | None = None
-        self._style: np.ndarray | None = None
-        self._moving: np.ndarray | None = None
-        self._style_target: dict[str, tuple[torch.Tensor, ...]] = {}
-        self._packed_style: np.ndarray | None = None  # the episode's style statistics for info, on the host
-        self._content_target: torch.Tensor | None = None
-        self._steps = 0
+    # The episode (reset() sets it): the images, the VGG-19 targets, the step count.
+    _content: np.ndarray | None = None
+    _style: np.ndarray | None = None
+    _moving: np.ndarray | None = None
+    _style_target: StyleStats = {}  # replaced by reset(), never changed in place
+    _packed_style: np.ndarray | None = None  # the episode's style statistics for info, on the host
+    _content_target: torch.Tensor | None = None
+    _steps = 0
 
     # ------------------------------------------------------------------ data
-    def _training_crop(self, image: np.ndarray) -> np.ndarray:
-        """The papers' transform: resize to ``2s x 2s``, then a random ``s x s`` crop from ``np_random``."""
-        s = self.image_size
-        big = resize(image, 2 * s, 2 * s)
-        top, left = (int(v) for v in self.np_random.integers(0, s + 1, size=2))
-        return big[top : top + s, left : left + s]
-
     def _pick(self, pool: ImagePool, pinned: ImageLike | None) -> np.ndarray:
-        if pinned is not None:
-            image = load_image(resolve_sample(pinned), max_side=4 * self.image_size)
-            return to_chw(resize(image, self.image_size, self.image_size))
-        return to_chw(self._training_crop(pool.draw(self.np_random)))
+        return draw_image(pool, pinned, self.np_random, self.image_size)
 
     def _to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)
@@ -201,18 +391,14 @@ class NSTEnv(gym.Env):
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
         options = options or {}
-        unknown = set(options) - {"content", "style"}
-        if unknown:
-            raise ValueError(f"Unknown reset options {sorted(unknown)}; expected 'content' and/or 'style'.")
+        check_reset_options(options)
         self._content = self._pick(self.content_pool, options.get("content"))
         self._style = self._pick(self.style_pool, options.get("style"))
         self._moving = self._content
         self._steps = 0
-        with torch.no_grad():
-            feats = self.vgg(self._to_tensor([self._content, self._style]))
-        self._content_target = feats[self._content_layer][:1]
-        self._style_target = style_statistics(
-            {k: v[1:] for k, v in feats.items()}, self.style_loss_kind, self._style_layers
+        feats = self.reward.features(np.stack([self._content, self._style]))
+        self._content_target, self._style_target = self.reward.targets(
+            {k: v[:1] for k, v in feats.items()}, {k: v[1:] for k, v in feats.items()}
         )
         self._packed_style = None
         return self._observation(), self._feature_info({"step": 0}, self._content_target)
@@ -221,25 +407,13 @@ class NSTEnv(gym.Env):
         if self._moving is None:
             raise RuntimeError("Call reset() before step().")
         action = np.asarray(action)
-        if action.shape != self.action_space.shape:
-            raise ValueError(
-                f"Expected an action of shape {self.action_space.shape} (the next image, channel-first RGB in "
-                f"[0, 1]), got shape {action.shape}."
-            )
-        if not np.isfinite(action).all():
-            raise ValueError("The action contains NaN or infinite values; expected an RGB image in [0, 1].")
-        self._moving = np.rint(np.clip(action, 0.0, 1.0) * 255.0).astype(np.uint8)
+        check_action_values(action, self.action_space.shape)
+        self._moving = quantise(action)
         self._steps += 1
-        with torch.no_grad():
-            feats = self.vgg(self._to_tensor([self._moving]))
-            assert self._content_target is not None
-            losses = torch.stack(
-                [
-                    style_loss(feats, self._style_target, self.style_loss_kind),
-                    content_loss(feats[self._content_layer], self._content_target),
-                ]
-            )
-            s_loss, c_loss = losses.tolist()  # one device-to-host copy (and sync) for both
+        feats = self.reward.features(self._moving[None])
+        assert self._content_target is not None
+        losses = self.reward.losses(feats, self._style_target, self._content_target)
+        s_loss, c_loss = losses[:, 0].tolist()  # one device-to-host copy (and sync) for both
         truncated = self.max_episode_steps is not None and self._steps >= self.max_episode_steps
         info = {"style_loss": s_loss, "content_loss": c_loss, "step": self._steps}
         return (
@@ -249,11 +423,6 @@ class NSTEnv(gym.Env):
             truncated,
             self._feature_info(info, feats[self._content_layer]),
         )
-
-    @property
-    def vgg_source(self) -> str:
-        """Where the env's VGG-19 weights came from (a learner sharing :attr:`info_features` must match it)."""
-        return self.vgg.source
 
     def _feature_info(self, info: dict[str, Any], moving_content: torch.Tensor) -> dict[str, Any]:
         """``info`` plus, with ``info_features``, the moving image's content features and the style statistics
@@ -276,4 +445,17 @@ class NSTEnv(gym.Env):
         """``H x 3W x 3`` uint8: content | style | moving (``render_mode="rgb_array"``)."""
         if self.render_mode != "rgb_array" or self._moving is None:
             return None
-        return np.concatenate([self._content, self._style, self._moving], axis=2).transpose(1, 2, 0).copy()  # type: ignore[list-item]
+        return render_frame(self._content, self._style, self._moving)  # type: ignore[arg-type]
+
+
+def make_nst_env(**kwargs: Any) -> NSTEnv:
+    """``NST-v0``'s entry point: an :class:`NSTEnv` without its own episode limit, since Gymnasium's ``TimeLimit``
+    applies ``max_episode_steps`` (under ``gym.make`` and ``gym.make_vec``'s ``"sync"`` and ``"async"`` modes, which
+    both take ``max_episode_steps`` for the ``TimeLimit`` and do not pass it on).
+
+    :param kwargs: :class:`NSTEnv`'s arguments.
+    """
+    return NSTEnv(**{"max_episode_steps": None, **kwargs})
+
+
+make_nst_env.metadata = NSTEnv.metadata  # type: ignore[attr-defined]  # gym.make reads the render modes here

@@ -1,5 +1,5 @@
 """Shared settings and fixtures: the agents' tests' image size, fast StyleSAC settings and env factory
-(``from conftest import FAST, SIZE, make_env``), odd image files, fake VGG-19 weight files, one torch thread
+(``from conftest import FAST, SIZE, make_env``), PPO's learning check, odd image files, fake VGG-19 weight files, one torch thread
 for the env/VGG tests, and a session folder for the exported ONNX models (not ``~/.cache``)."""
 
 from __future__ import annotations
@@ -41,6 +41,25 @@ def make_env(n_envs: int = 1, env_kwargs: dict[str, Any] | None = None, **kwargs
     # "module:EnvId" makes gymnasium import nst_env (and so register NST-v0) inside subprocess workers too
     env_kwargs = {"image_size": SIZE, "device": "cpu", **(env_kwargs or {})}
     return make_vec_env("nst_env:NST-v0", n_envs=n_envs, seed=0, env_kwargs=env_kwargs, **kwargs)
+
+
+def assert_ppo_learns(env: Any, timesteps: int = 256) -> Any:
+    """SB3's ``PPO("MultiInputPolicy")`` learns ``timesteps`` env steps on ``env``: every parameter changes and the
+    loss is finite.
+
+    :param env: a Gymnasium env or an SB3 ``VecEnv`` (images of at least 36 px: SB3's NatureCNN needs them).
+    :param timesteps: env steps (transitions) to learn for.
+    :return: the model.
+    """
+    from stable_baselines3 import PPO
+
+    model = PPO("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu")
+    before = [p.detach().clone() for p in model.policy.parameters()]
+    model.learn(timesteps)
+    assert model.num_timesteps == timesteps
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))
+    assert np.isfinite(model.logger.name_to_value["train/loss"])
+    return model
 
 
 @pytest.fixture(scope="module")

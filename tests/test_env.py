@@ -13,6 +13,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import assert_ppo_learns
 from gymnasium.utils.env_checker import check_env
 
 import nst_env
@@ -346,16 +347,9 @@ def test_vector_envs(mode: str) -> None:
 
 
 def test_ppo_learns_a_few_hundred_steps() -> None:
-    from stable_baselines3 import PPO
-
     # image_size=36: SB3's default NatureCNN features extractor needs images of at least 36 x 36
     env = gym.make("NST-v0", image_size=36, device="cpu")
-    model = PPO("MultiInputPolicy", env, n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu")
-    before = [p.detach().clone() for p in model.policy.parameters()]
-    model.learn(256)
-    assert model.num_timesteps == 256
-    assert all(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))
-    assert np.isfinite(model.logger.name_to_value["train/loss"])
+    model = assert_ppo_learns(env)
     obs, _ = env.reset(seed=0)
     action, _ = model.predict(obs, deterministic=True)
     assert action.shape == (3, 36, 36) and env.action_space.contains(action)  # predict clips to the Box
