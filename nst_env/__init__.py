@@ -6,6 +6,7 @@ Importing this package registers ``NST-v0``::
     import nst_env
 
     env = gym.make("NST-v0", image_size=64)
+    envs = gym.make_vec("NST-v0", num_envs=8, image_size=64)  # one batched env: NSTVectorEnv
 """
 
 from gymnasium.envs.registration import register
@@ -26,15 +27,17 @@ from nst_env.losses import (
 )
 from nst_env.style_transfer import NSTEnv
 from nst_env.utils import resolve_device
+from nst_env.vector import NSTVectorEnv
 from nst_env.vgg import VGG19Features, load_vgg19_weights
 
-# The episode length is Gymnasium's TimeLimit (so `gym.make(..., max_episode_steps=N)` works); the env's
-# own limit is switched off under gym.make to avoid two competing limits.
+# One env: the episode length is Gymnasium's TimeLimit (so `gym.make(..., max_episode_steps=N)` works), the env's
+# own limit switched off (make_nst_env) to avoid two competing limits. gym.make_vec builds the batched NSTVectorEnv,
+# which counts the steps itself (make_vec passes it max_episode_steps, 10 unless given).
 register(
     id="NST-v0",
-    entry_point="nst_env.style_transfer:NSTEnv",
+    entry_point="nst_env.style_transfer:make_nst_env",
+    vector_entry_point="nst_env.vector:NSTVectorEnv",
     max_episode_steps=10,
-    kwargs={"max_episode_steps": None},
 )
 # NSTVideo-v0 truncates by itself after frames_per_episode * steps_per_frame steps (nst_env/video.py).
 register(id="NSTVideo-v0", entry_point="nst_env.video:NSTVideoEnv")
@@ -44,6 +47,7 @@ __all__ = [
     "SAMPLE_STYLE_DIR",
     "ImageReadError",
     "NSTEnv",
+    "NSTVectorEnv",
     "VGG19Features",
     "channel_mean_std",
     "content_loss",

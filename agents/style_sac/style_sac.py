@@ -301,7 +301,8 @@ class StyleSAC(OffPolicyAlgorithm):
         resets = reset_num_timesteps or self._last_obs is None
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
         if resets or not sharing:
-            self._last_features = list(self.env.reset_infos) if sharing else None  # type: ignore[union-attr]
+            # reset_infos of the innermost VecEnv: a VecEnvWrapper (VecMonitor) keeps an empty list of its own
+            self._last_features = list(self.env.unwrapped.reset_infos) if sharing else None  # type: ignore[union-attr]
         return result
 
     def _store_transition(
@@ -319,7 +320,7 @@ class StyleSAC(OffPolicyAlgorithm):
             replay_buffer.set_observation_features(self._last_features or [{}] * len(dones))
         super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)  # type: ignore[arg-type]
         if self._sharing_features:
-            reset_infos = self.env.reset_infos  # type: ignore[union-attr]
+            reset_infos = self.env.unwrapped.reset_infos  # type: ignore[union-attr]
             self._last_features = [reset_infos[i] if done else info for i, (done, info) in enumerate(zip(dones, infos))]
 
     def _reference_features(self, features: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, dict] | None:
