@@ -1,6 +1,6 @@
 """``NST-v0`` batched: ``NSTVectorEnv`` against a ``SyncVectorEnv`` of ``NSTEnv``s, its seeding, options, bad input,
 one VGG-19 pass and one host copy per step, the torch path, Gymnasium's vector wrappers, and training on it through
-the SB3 adapter (PPO, StyleSAC)."""
+the SB3 adapter (PPO, StyleSAC, ``agents.training.experiment.make_env``)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import pytest
 import torch
 from conftest import FAST, assert_ppo_learns
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 import nst_env
 from agents import StyleSAC
+from agents.errors import ConfigError
 from agents.style_sac.buffers import FeatureReplayBuffer
+from agents.training.experiment import make_env
 from agents.training.vec_env import BatchedVecEnv, infos_to_list, make_batched_vec_env
 from nst_env import NSTEnv, NSTVectorEnv
 from nst_env.images import SAMPLE_CONTENT_DIR, SAMPLE_STYLE_DIR
@@ -323,6 +325,26 @@ def test_style_sac_learns_on_two_batched_envs_with_their_features(tmp_path: Path
     assert isinstance(model.replay_buffer, FeatureReplayBuffer) and model.replay_buffer.has_features[:12].all()
     rows = (tmp_path / "0.monitor.csv").read_text().splitlines()
     assert len(rows) == 2 + 2 and all(row.split(",")[1] == "10" for row in rows[2:])  # header lines, 2 episodes
+
+
+def test_experiment_make_env_batches_n_envs_by_default(tmp_path: Path) -> None:
+    config = {"env_id": "NST-v0", "env_kwargs": {"image_size": SIZE}, "n_envs": 2, "seed": 0}
+    env = make_env(config, tmp_path, "cpu", resume=False)
+    assert isinstance(env, VecMonitor) and isinstance(env.venv, BatchedVecEnv) and env.num_envs == 2
+    env.close()
+    assert (tmp_path / "monitor" / "0.monitor.csv").is_file()
+    dummy = make_env(config, None, "cpu", resume=False, vec_env="dummy")
+    assert isinstance(dummy, DummyVecEnv) and dummy.num_envs == 2
+    assert isinstance(make_env({**config, "n_envs": 1}, None, "cpu", resume=False), DummyVecEnv)
+    with pytest.raises(ConfigError, match="batched, subproc, dummy"):
+        make_env(config, None, "cpu", resume=False, vec_env="ray")
+
+
+def test_train_sac_takes_the_vec_env_setting() -> None:
+    from agents.cli.train_sac import build_parser, settings_of
+
+    assert settings_of(build_parser().parse_args([]))["vec_env"] == "batched"
+    assert settings_of(build_parser().parse_args(["--vec-env", "subproc"]))["vec_env"] == "subproc"
 
 
 def test_torchrl_wraps_the_batched_env() -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from agents.cli import cli_main, device_name, float_range, int_range
 from agents.errors import ConfigError
-from agents.training.config import HYPERPARAMS_DIR, RunSettings, build_config
+from agents.training.config import HYPERPARAMS_DIR, VEC_ENVS, RunSettings, build_config
 from agents.training.distributed import process_group
 from agents.training.experiment import Experiment, run_distributed
 
@@ -55,6 +55,7 @@ SETTING_FLAGS = {
     "no_progress": "progress",
     "verbose": "verbose",
     "dist_timeout": "dist_timeout",
+    "vec_env": "vec_env",
 }
 #: Flags that set hyper-parameters: a resumed run keeps its ``config.yml`` and says so when one is given.
 HYPERPARAMETER_FLAGS = ("env", "policy", "image_size", "content_dir", "style_dir", "style", "n_envs", "seed", "init")
@@ -76,7 +77,19 @@ def build_parser(description: str = __doc__.split("\n")[0]) -> argparse.Argument
     p.add_argument("--content-dir", default=None, help="folder of content photos (recursive), e.g. MS-COCO")
     p.add_argument("--style-dir", default=None, help="folder of style images (recursive), e.g. WikiArt")
     p.add_argument("--style", default=None, help="pin one style (path or built-in name): single-style training")
-    p.add_argument("--n-envs", type=int_range(1, 256), default=None, help="parallel envs (SubprocVecEnv when > 1)")
+    p.add_argument(
+        "--n-envs",
+        type=int_range(1, 256),
+        default=None,
+        help="parallel envs: each step collects one transition per env, and -n counts transitions (--vec-env)",
+    )
+    p.add_argument(
+        "--vec-env",
+        choices=VEC_ENVS,
+        default=defaults.vec_env,
+        help="how --n-envs > 1 envs run: batched (one NSTVectorEnv: one VGG-19, one reward pass per step), subproc "
+        "(SubprocVecEnv: a process and a VGG-19 per env) or dummy (DummyVecEnv: one after another)",
+    )
     p.add_argument("--device", type=device_name, default=defaults.device, help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int_range(0, 2**32 - 1), default=0)
     p.add_argument("-f", "--log-folder", default=defaults.log_folder, help="where run folders are created")

@@ -43,6 +43,8 @@ ALGOS = {
     "a2c": "stable_baselines3:A2C",
     "tqc": "sb3_contrib:TQC",
 }
+#: How a run's ``n_envs > 1`` envs run (:attr:`RunSettings.vec_env`, :func:`agents.training.experiment.make_env`).
+VEC_ENVS = ("batched", "subproc", "dummy")
 #: RL Zoo's ``noise_type`` values.
 NOISES: dict[str, type[ActionNoise]] = {"normal": NormalActionNoise, "ornstein-uhlenbeck": OrnsteinUhlenbeckActionNoise}
 
@@ -248,6 +250,8 @@ class RunSettings:
     :param progress: show a progress bar.
     :param verbose: 0 quiet, 1 info, 2 debug.
     :param dist_timeout: seconds a distributed rank waits for the others.
+    :param vec_env: how ``n_envs > 1`` envs run (:data:`VEC_ENVS`): ``"batched"``, one batched env (one VGG-19, one
+        reward pass per step: ``NSTVectorEnv``); ``"subproc"``, a process per env; ``"dummy"``, one after another.
     """
 
     device: str = "auto"
@@ -259,6 +263,7 @@ class RunSettings:
     progress: bool = True
     verbose: int = 1
     dist_timeout: float = 300.0
+    vec_env: str = "batched"
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], source: object = "run settings") -> RunSettings:

@@ -30,8 +30,9 @@ from agents.files import atomic_path, remove_partial_files
 from agents.inference.pictures import save_sequence_picture
 from agents.style_sac import StyleSAC
 from agents.training.checkpoints import ResumableCheckpoint, latest_checkpoint, load_checkpoint, save_model
-from agents.training.config import RunSettings, action_noise, algorithm_class, algorithm_kwargs
+from agents.training.config import VEC_ENVS, RunSettings, action_noise, algorithm_class, algorithm_kwargs
 from agents.training.distributed import ProcessGroup, replicate
+from agents.training.vec_env import has_vector_entry_point, make_batched_vec_env
 
 #: The run folder's two records: the hyper-parameters and the run's own settings.
 CONFIG_FILE, SETTINGS_FILE = "config.yml", "args.yml"
@@ -74,7 +75,12 @@ def write_yaml(path: Path, values: Mapping[str, Any]) -> None:
 
 
 def make_env(
-    config: Mapping[str, Any], run_dir: Path | None, device: str, resume: bool, seed_offset: int = 0
+    config: Mapping[str, Any],
+    run_dir: Path | None,
+    device: str,
+    resume: bool,
+    seed_offset: int = 0,
+    vec_env: str = "batched",
 ) -> VecEnv:
     """The vectorised training or evaluation env of a run, monitored into the run folder.
 
@@ -84,17 +90,30 @@ def make_env(
     :param device: where the env's VGG-19 runs.
     :param resume: keep the existing Monitor files (append to them).
     :param seed_offset: added to the seed; non-zero makes the single evaluation env.
+    :param vec_env: how ``n_envs > 1`` envs run (one of :data:`~agents.training.config.VEC_ENVS`): ``"batched"``,
+        one batched env from the env's ``vector_entry_point`` (:func:`~agents.training.vec_env.make_batched_vec_env`,
+        ``VecMonitor``; an env without one runs in ``SubprocVecEnv``); ``"subproc"``, SB3's ``SubprocVecEnv``;
+        ``"dummy"``, SB3's ``DummyVecEnv``. One env always runs in a ``DummyVecEnv``.
+    :raises ConfigError: an unknown ``vec_env``.
     """
+    if vec_env not in VEC_ENVS:
+        raise ConfigError(f"vec_env must be one of {', '.join(VEC_ENVS)}, got {vec_env!r}.")
     n_envs = config["n_envs"] if seed_offset == 0 else 1
     env_id = config["env_id"] if ":" in config["env_id"] else f"nst_env:{config['env_id']}"  # registers in workers
+    monitor_dir = run_dir / ("monitor" if seed_offset == 0 else "eval") if run_dir is not None else None
+    env_kwargs = {**config["env_kwargs"], "device": device}
+    seed = config["seed"] + seed_offset
+    if n_envs > 1 and vec_env == "batched" and has_vector_entry_point(env_id):
+        monitor_file = monitor_dir / "0" if monitor_dir is not None else None  # monitor/0.monitor.csv: every env
+        return make_batched_vec_env(env_id, n_envs, seed, env_kwargs, monitor_file, append=resume)
     return make_vec_env(
         env_id,
         n_envs=n_envs,
-        seed=config["seed"] + seed_offset,
-        env_kwargs={**config["env_kwargs"], "device": device},
-        monitor_dir=str(run_dir / ("monitor" if seed_offset == 0 else "eval")) if run_dir is not None else None,
+        seed=seed,
+        env_kwargs=env_kwargs,
+        monitor_dir=str(monitor_dir) if monitor_dir is not None else None,
         monitor_kwargs={"override_existing": not resume},
-        vec_env_cls=SubprocVecEnv if n_envs > 1 else DummyVecEnv,
+        vec_env_cls=DummyVecEnv if n_envs == 1 or vec_env == "dummy" else SubprocVecEnv,
     )
 
 
@@ -245,7 +264,8 @@ class Experiment:
 
         :param evaluation: the evaluation env (seed offset 1000, ``eval/`` Monitor files).
         """
-        return make_env(self.config, self.run_dir, self.settings.device, self.resumed, 1000 if evaluation else 0)
+        offset = 1000 if evaluation else 0
+        return make_env(self.config, self.run_dir, self.settings.device, self.resumed, offset, self.settings.vec_env)
 
     def build_model(self) -> BaseAlgorithm:
         """The run's model on its env: the checkpoint's, or a new one (from ``init``'s released weights if asked).
