@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agents import StyleSAC, train_sac
-from benchmarks import gpu_suite
+from agents import StyleSAC
+from agents.cli import train_sac
+from benchmarks.gpu_suite import cli, runner
+from benchmarks.gpu_suite.report import STAGE_TABLES, TARGETS
 from nst_env.losses import pack_mean_std
 from nst_env.style_transfer import NSTEnv
 
@@ -46,7 +48,7 @@ def test_max_minutes_stops_training_then_saves_and_draws(tmp_path: Path) -> None
 def run_suite(tmp_path: Path, *flags: str) -> dict:
     """The suite's dry run on the CPU at 32 px without the test stage (which would run this file again)."""
     out = tmp_path / "out"
-    code = gpu_suite.main(
+    code = cli.main(
         [
             "--device",
             "cpu",
@@ -76,11 +78,11 @@ def test_dry_run_records_every_stage_within_its_budget(tmp_path: Path) -> None:
     report = run_suite(tmp_path, "--minutes", "1")
     assert time.monotonic() - start < 100  # 60 s of stages, then the reports
     stages = {row["stage"]: row for row in report["rows"]}
-    assert list(stages) == list(gpu_suite.STAGES)
+    assert list(stages) == list(runner.STAGES)
     assert stages["tests"]["status"] == "skipped"
     assert stages["machine"]["status"] == "ok"
     tables = report["extra_tables"]
-    titles = {name: title for name, (title, _, _) in gpu_suite.STAGE_TABLES.items()}
+    titles = {name: title for name, (title, _, _) in STAGE_TABLES.items()}
     for name, row in stages.items():
         assert row["status"] in ("ok", "failed", "timeout", "skipped"), row
         assert (row["status"] == "ok") == (not row["error"]), row  # a stage that is not ok says why
@@ -92,7 +94,19 @@ def test_dry_run_records_every_stage_within_its_budget(tmp_path: Path) -> None:
     # Rows that are there hold measurements.
     assert all(r["size"] == 32 and (r["ms_per_step"] or 0) > 0 for r in tables[titles["stylize"]])
     assert all(r["updates_per_s"] > 0 for r in tables[titles["train"]] if not r["note"])
-    assert {r["target"] for r in tables["Targets (issue 14)"]} == {t[1] for t in gpu_suite.TARGETS}
+    assert {r["target"] for r in tables["Targets (issue 14)"]} == {t[1] for t in TARGETS}
+
+
+def test_stage_caps_share_the_time_left_by_weight() -> None:
+    """A fixed ``--cap`` is kept and taken out of the time the others share; the machine stage gets at most a
+    minute; the others share what is left by :data:`runner.WEIGHTS`, at least 10 s each."""
+    later = ["machine", "train", "stylize", "finetune"]
+    assert runner.stage_cap("machine", later, {}, 600.0) == runner.MACHINE_CAP_S
+    assert runner.stage_cap("machine", later, {}, 5.0) == 10.0
+    assert runner.stage_cap("train", later[1:], {}, 900.0) == 900.0 * 3 / 9
+    assert runner.stage_cap("train", later[1:], {"finetune": 300.0}, 900.0) == 600.0 * 3 / 5
+    assert runner.stage_cap("finetune", ["finetune"], {"finetune": 42.0}, 1.0) == 42.0
+    assert runner.stage_cap("stylize", later[2:], {}, 0.0) == 10.0
 
 
 @pytest.mark.slow

@@ -2,6 +2,6 @@
 
 import sys
 
-from benchmarks.gpu_suite import main
+from benchmarks.gpu_suite.cli import main
 
 sys.exit(main())
