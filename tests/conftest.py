@@ -1,6 +1,6 @@
 """Shared settings and fixtures: the agents' tests' image size, fast StyleSAC settings and env factory
-(``from conftest import FAST, SIZE, make_env``), PPO's learning check, odd image files, fake VGG-19 weight files, one torch thread
-for the env/VGG tests, and a session folder for the exported ONNX models (not ``~/.cache``)."""
+(``from conftest import FAST, SIZE, make_env``), PPO's learning check, odd image files, fake VGG-19 weight files,
+one torch thread for the env/VGG tests, and a session folder for the exported ONNX models (not ``~/.cache``)."""
 
 from __future__ import annotations
 

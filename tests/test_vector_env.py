@@ -329,10 +329,15 @@ def test_style_sac_learns_on_two_batched_envs_with_their_features(tmp_path: Path
 
 def test_experiment_make_env_batches_n_envs_by_default(tmp_path: Path) -> None:
     config = {"env_id": "NST-v0", "env_kwargs": {"image_size": SIZE}, "n_envs": 2, "seed": 0}
-    env = make_env(config, tmp_path, "cpu", resume=False)
-    assert isinstance(env, VecMonitor) and isinstance(env.venv, BatchedVecEnv) and env.num_envs == 2
-    env.close()
-    assert (tmp_path / "monitor" / "0.monitor.csv").is_file()
+    short = {**config, "env_kwargs": {"image_size": SIZE, "max_episode_steps": 1}}
+    monitor = tmp_path / "monitor" / "0.monitor.csv"
+    for resume, rows in ((False, 2 + 2), (True, 2 + 4)):  # header lines, then a row per episode of each env
+        env = make_env(short, tmp_path, "cpu", resume=resume)
+        assert isinstance(env, VecMonitor) and isinstance(env.venv, BatchedVecEnv) and env.num_envs == 2
+        env.reset()
+        env.step(actions(0, n=2))
+        env.close()
+        assert len(monitor.read_text().splitlines()) == rows  # a resumed run appends
     dummy = make_env(config, None, "cpu", resume=False, vec_env="dummy")
     assert isinstance(dummy, DummyVecEnv) and dummy.num_envs == 2
     assert isinstance(make_env({**config, "n_envs": 1}, None, "cpu", resume=False), DummyVecEnv)

@@ -9,7 +9,7 @@ the ``NST-v0/RLNSTPolicy`` entry of the hyper-parameter file). Either writes a r
         model.zip           the trained model (StyleSAC.load)
         config.yml          the hyper-parameters (the file's entry, --hyperparams and flags; env kwargs, seed)
         args.yml            the run's settings (device, log folders, save/eval frequency, time budget, ...)
-        monitor/0.monitor.csv  episode rewards and lengths (SB3 Monitor)
+        monitor/0.monitor.csv  episode rewards and lengths (SB3 Monitor; with --n-envs N, VecMonitor's of all N)
         logs/progress.csv   training metrics (critic loss, temperature, content/style losses, ...); a resumed
                             run adds logs/progress_from_<step>.csv
         checkpoints/        rl_model_<steps>_steps.zip, each with its replay_buffer_<steps>_steps.pkl (the
