@@ -147,7 +147,8 @@ class NSTVectorEnv(NSTCore, VectorEnv):
     @property
     def np_random_seed(self) -> tuple[int | None, ...]:  # type: ignore[override]
         """Each env's seed (a generator is created unseeded on first use)."""
-        self.np_random  # noqa: B018  # creates the missing generators
+        for env in range(self.num_envs):
+            self._rng(env)  # creates a missing generator
         return tuple(self._rng_seeds)
 
     def _rng(self, env: int) -> np.random.Generator:

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import doctest
-import importlib.util
-import json
 import multiprocessing
 import warnings
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -23,7 +20,6 @@ from nst_env.images import SAMPLE_CONTENT_DIR, SAMPLE_STYLE_DIR, resize
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 SIZE = 32
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -354,35 +350,3 @@ def test_ppo_learns_a_few_hundred_steps() -> None:
     action, _ = model.predict(obs, deterministic=True)
     assert action.shape == (3, 36, 36) and env.action_space.contains(action)  # predict clips to the Box
     env.step(action)
-
-
-# ----------------------------------------------------------------------------------------------- benchmark
-def test_throughput_benchmark_writes_its_results(tmp_path: Path) -> None:
-    """A tiny run of benchmarks/env_throughput.py: every output file, the table's columns, sane numbers."""
-    spec = importlib.util.spec_from_file_location("env_throughput", ROOT / "benchmarks" / "env_throughput.py")
-    bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(bench)  # type: ignore[union-attr]
-    rows = bench.main(
-        [
-            "--device",
-            "cpu",
-            "--sizes",
-            "16",
-            "24",
-            "--steps",
-            "4",
-            "--warmup",
-            "1",
-            "--rounds",
-            "2",
-            "--out",
-            str(tmp_path),
-        ]
-    )
-    assert [(r["device"], r["size"]) for r in rows] == [("cpu", 16), ("cpu", 24)]
-    assert all(r["steps_per_s"] > 0 and r["floor_per_s"] > 0 and r["timed_steps"] == 4 for r in rows)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"env_throughput.{e}" for e in ("csv", "json", "md", "png")]
-    saved = json.loads((tmp_path / "env_throughput.json").read_text())
-    assert saved["machine"]["torch"] == torch.__version__ and len(saved["results"]) == 2
-    assert "| steps/s | floor/s | ratio |" in (tmp_path / "env_throughput.md").read_text()
-    assert (tmp_path / "env_throughput.png").read_bytes()[:4] == b"\x89PNG"

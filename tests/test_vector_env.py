@@ -4,6 +4,8 @@ the SB3 adapter (PPO, StyleSAC, ``agents.training.experiment.make_env``)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import multiprocessing
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from nst_env.images import SAMPLE_CONTENT_DIR, SAMPLE_STYLE_DIR
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
+ROOT = Path(__file__).resolve().parents[1]
 SIZE, N = 16, 3
 KWARGS: dict[str, Any] = {"image_size": SIZE, "device": "cpu"}
 
@@ -350,6 +353,29 @@ def test_train_sac_takes_the_vec_env_setting() -> None:
 
     assert settings_of(build_parser().parse_args([]))["vec_env"] == "batched"
     assert settings_of(build_parser().parse_args(["--vec-env", "subproc"]))["vec_env"] == "subproc"
+
+
+# ----------------------------------------------------------------------------------------------- benchmark
+@pytest.mark.timeout(120)
+def test_throughput_benchmark_writes_its_results(tmp_path: Path) -> None:
+    """A tiny run of benchmarks/env_throughput.py: every output file, the table's columns, sane numbers."""
+    spec = importlib.util.spec_from_file_location("env_throughput", ROOT / "benchmarks" / "env_throughput.py")
+    bench = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(bench)  # type: ignore[union-attr]
+    vec_envs = ["batched", "batched-bf16", "sync", "subproc"]
+    argv = ["--device", "cpu", "--sizes", "16", "--n-envs", "1", "2", "--vec-envs", *vec_envs]
+    rows = bench.main([*argv, "--steps", "4", "--warmup", "1", "--rounds", "2", "--out", str(tmp_path)])
+    assert [(r["n_envs"], r["vec_env"]) for r in rows] == [(n, kind) for n in (1, 2) for kind in vec_envs]
+    assert all(r["steps_per_s"] > 0 and r["floor_per_s"] > 0 and r["timed_steps"] == 4 for r in rows)
+    assert all(r["vs_sync"] is not None for r in rows) and [r["vs_sync"] for r in rows if r["vec_env"] == "sync"] == [
+        1,
+        1,
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"env_throughput.{e}" for e in ("csv", "json", "md", "png")]
+    saved = json.loads((tmp_path / "env_throughput.json").read_text())
+    assert saved["machine"]["torch"] == torch.__version__ and len(saved["results"]) == 8
+    table = (tmp_path / "env_throughput.md").read_text()
+    assert "| N | vec env | steps/s | floor/s | ratio | vs sync |" in table and "load average" in table
 
 
 def test_torchrl_wraps_the_batched_env() -> None:
