@@ -125,19 +125,22 @@ def draw_image(pool: ImagePool, pinned: ImageLike | None, rng: np.random.Generat
 
 
 def check_reset_options(options: Mapping[str, Any], allowed: Sequence[str] = RESET_OPTIONS) -> None:
-    """Raise ``ValueError`` for an unknown ``reset`` option.
+    """Raise ``TypeError`` for ``reset`` options that are not a mapping, ``ValueError`` for an unknown one.
 
     :param options: the options given.
     :param allowed: the options the env takes.
     """
+    expected = " and/or ".join(repr(name) for name in allowed)
+    if not isinstance(options, Mapping):
+        raise TypeError(f"reset options must be a dict with the keys {expected}, got {type(options).__name__}.")
     unknown = set(options) - set(allowed)
     if unknown:
-        expected = " and/or ".join(repr(name) for name in allowed)
-        raise ValueError(f"Unknown reset options {sorted(unknown)}; expected {expected}.")
+        raise ValueError(f"Unknown reset options {sorted(unknown, key=repr)}; expected {expected}.")
 
 
 def check_action_values(action: np.ndarray | torch.Tensor, expected: Sequence[int], batched: bool = False) -> None:
-    """Raise ``ValueError`` unless ``action`` has the shape ``expected`` and only finite values.
+    """Raise ``ValueError`` unless ``action`` has the shape ``expected`` and only finite values, ``TypeError``
+    for values that are not real numbers (complex, text, dates, objects).
 
     :param action: the action (a numpy array, or a torch tensor: the check then waits for its device).
     :param expected: the shape it must have.
@@ -147,6 +150,12 @@ def check_action_values(action: np.ndarray | torch.Tensor, expected: Sequence[in
         raise ValueError(
             f"Expected {'a batch of actions' if batched else 'an action'} of shape {tuple(expected)} (the next "
             f"image{'s' if batched else ''}, channel-first RGB in [0, 1]), got shape {tuple(action.shape)}."
+        )
+    real = not action.is_complex() if isinstance(action, torch.Tensor) else action.dtype.kind in "biuf"
+    if not real:
+        raise TypeError(
+            f"Expected {'actions' if batched else 'an action'} of real numbers (RGB in [0, 1]), got dtype "
+            f"{action.dtype}."
         )
     finite = bool(torch.isfinite(action).all()) if isinstance(action, torch.Tensor) else np.isfinite(action).all()
     if not finite:
@@ -390,10 +399,12 @@ class NSTEnv(NSTCore, gym.Env):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         super().reset(seed=seed)
-        options = options or {}
+        options = {} if options is None else options
         check_reset_options(options)
-        self._content = self._pick(self.content_pool, options.get("content"))
-        self._style = self._pick(self.style_pool, options.get("style"))
+        # both images first: a refused option leaves the episode as it was
+        content = self._pick(self.content_pool, options.get("content"))
+        style = self._pick(self.style_pool, options.get("style"))
+        self._content, self._style = content, style
         self._moving = self._content
         self._steps = 0
         feats = self.reward.features(np.stack([self._content, self._style]))

@@ -164,16 +164,19 @@ def float_range(low: float, high: float | None = None, low_inclusive: bool = Fal
 
 
 def device_name(text: str) -> str:
-    """An argparse ``type``: ``auto`` or a torch device name (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...).
+    """An argparse ``type``: ``auto`` or a torch device name (``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...; not
+    ``meta``, whose tensors hold no data).
 
     :param text: the argument.
     """
     if text == "auto":
         return text
     try:
-        torch.device(text)
+        device = torch.device(text)
     except (RuntimeError, ValueError):
         raise argparse.ArgumentTypeError(
             f"expected auto or a torch device such as cpu, cuda, cuda:1; got {text!r}"
         ) from None
+    if device.type == "meta":  # a meta tensor holds no data: the first copy to the host failed with a traceback
+        raise argparse.ArgumentTypeError(f"expected a device that computes (cpu, cuda, cuda:1, ...), got {text!r}")
     return text
