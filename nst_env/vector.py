@@ -276,9 +276,10 @@ class NSTVectorEnv(NSTCore, VectorEnv):
         :return: the observations of all envs and the reset envs' infos (``step``; with ``info_features`` the
             VGG-19 features).
         """
+        if options is not None:
+            check_reset_options(options, (*RESET_OPTIONS, "reset_mask"))
         options = dict(options or {})
         mask = self._reset_mask(options.pop("reset_mask", None))
-        check_reset_options(options)
         seeds, pinned = self._seed_list(seed), self._pinned(options)
         envs = np.flatnonzero(mask)
         for i in envs:

@@ -165,6 +165,8 @@ def test_bad_input_raises_one_clear_error_and_changes_nothing() -> None:
     ]:
         with pytest.raises(ValueError, match=match):
             envs.reset(options=options)
+    with pytest.raises(TypeError, match="must be a dict"):
+        envs.reset(options=["content"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="one seed"):
         envs.reset(seed=[1, 2])
     assert list(envs._steps) == [0] * N  # nothing happened: the env goes on
