@@ -165,6 +165,7 @@ def test_slider_shows_each_step_as_agents_stylize_writes_it(server: str, browser
     assert np.array_equal(first, expected[1]) and np.array_equal(last, expected[3]) and np.array_equal(again, last)
     assert not np.array_equal(first, last)
     assert "Step 3 (64x48 PNG)" in page.locator("#download-step").inner_text()
+    page.wait_for_selector("#ssim-curve .vega-embed", timeout=30_000)  # the curve, scored after the steps
 
     other = open_page(browser, server)  # a second tab: its own session, none of the first one's images
     assert other.locator("#step-view img").count() == 0 and other.locator("#status").inner_text().strip() == ""

@@ -133,16 +133,15 @@ def build_app(
             model_file,
             steps,
             size,
-            quality,
+            None,  # scored by the next event (score), once the steps are on the page
             allow_paths,
             lambda fraction, text: progress(fraction, desc=text),
         )
         if sequence is None:  # the message names the problem; the previous sequence stays on the page
-            return (gr.skip(), message, *(gr.skip(),) * 10)
+            return (gr.skip(), message, *(gr.skip(),) * 8)
         if previous is not None:
             previous.remove()
         n = len(sequence.steps)
-        style_curve, ssim_curve = curves(sequence)
         image, step_download = step_views(sequence, n)
         return (
             sequence,
@@ -157,9 +156,13 @@ def build_app(
             gr.DownloadButton(value=str(sequence.strip), label=f"Strip of {n} steps (PNG)"),
             gr.DownloadButton(value=str(sequence.gif), label="Animation (GIF)"),
             gr.Gallery(value=[(str(p), f"step {k}") for k, p in enumerate(sequence.thumbnails, 1)], columns=min(n, 10)),
-            style_curve,
-            ssim_curve,
         )
+
+    def score(sequence: StepSequence | None, progress: Any = tracker) -> tuple[Any, Any]:
+        if sequence is None:
+            return gr.skip(), gr.skip()
+        sequence.score(quality, lambda fraction, text: progress(fraction, desc=text))
+        return curves(sequence)
 
     def show_step(k: Any, sequence: StepSequence | None) -> tuple[Any, Any]:
         if sequence is None:
@@ -235,13 +238,16 @@ def build_app(
         gallery = gr.Gallery(
             label="All steps (click one to show it)",
             columns=10,
+            height=200,
             allow_preview=False,
             object_fit="contain",
             elem_id="gallery",
         )
         with gr.Row():
-            style_plot = gr.LinePlot(x="step", y="style loss", title="Style loss (lower: more of the painting)")
-            ssim_plot = gr.LinePlot(x="step", y="SSIM", title="SSIM (higher: more of the photo)")
+            style_plot = gr.LinePlot(
+                x="step", y="style loss", title="Style loss (lower: more of the painting)", elem_id="style-curve"
+            )
+            ssim_plot = gr.LinePlot(x="step", y="SSIM", title="SSIM (higher: more of the photo)", elem_id="ssim-curve")
 
         photo_in.upload(lambda p: check_upload(p, "photo"), photo_in, status, preprocess=False, show_progress="hidden")
         style_in.upload(
@@ -261,13 +267,11 @@ def build_app(
                 strip_download,
                 gif_download,
                 gallery,
-                style_plot,
-                ssim_plot,
             ],
             preprocess=False,
             concurrency_limit=1,
             concurrency_id="stylise",
-        )
+        ).then(score, sequence_state, [style_plot, ssim_plot], concurrency_limit=1, concurrency_id="stylise")
         step_slider.change(show_step, [step_slider, sequence_state], [step_view, step_download], show_progress="hidden")
         gallery.select(pick, sequence_state, step_slider, show_progress="hidden")
     return page

@@ -5,8 +5,9 @@ steps run, scored and written, and one click's values turned into a sequence or 
 :func:`~agents.inference.backends.make_runner`, the style read and encoded once as the command reads and encodes
 it, the photo fitted to the memory and to the processing size by :mod:`agents.inference.fitting`, the steps
 resized back to the photo's size and written by :func:`~agents.inference.pictures.save_sequence`), so both give
-the same pixels; it scores each step (:mod:`agents.inference.quality`) and writes into a folder of its own. A bad
-input raises with a message naming it; :func:`run_request` turns that into the one message the page shows.
+the same pixels, and writes into a folder of its own; :meth:`StepSequence.score` then scores each step
+(:mod:`agents.inference.quality`). A bad input raises with a message naming it; :func:`run_request` turns that into
+the one message the page shows.
 """
 
 from __future__ import annotations
@@ -91,12 +92,32 @@ class StepSequence:
     thumbnails: list[Path]  #: small JPEGs of the steps, for the gallery
     photo: Path  #: the photo as read (PNG)
     painting: Path | None  #: the style image as read (PNG; ``None``: a single-style model without one)
-    scores: list[StepScore]  #: step 0 (the photo) to N
     size: tuple[int, int]  #: the photo's (and the outputs') width and height
     work_size: tuple[int, int]  #: the width and height the steps ran at
     seconds: float  #: the time the steps took
     engine: str  #: what ran them: ``"PyTorch"`` or ``"ONNX Runtime"``
+    #: the photo and the steps at the size they ran at (what :meth:`score` measures)
+    images: list[np.ndarray] = field(default_factory=list, repr=False)
+    #: the style image as read (``None``: a single-style model without one)
+    painting_image: np.ndarray | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)  #: what was done to the inputs, one sentence each
+    scores: list[StepScore] = field(default_factory=list)  #: step 0 (the photo) to N, once :meth:`score` ran
+
+    def score(self, quality: StepQuality, progress: Callable[[float, str], None] | None = None) -> list[StepScore]:
+        """Score the photo and every step (:attr:`scores`; computed once): style loss against the painting (``nan``
+        without one) and SSIM against the photo, at the size the steps ran at.
+
+        :param quality: what measures the style loss.
+        :param progress: called with the fraction done and a description.
+        """
+        if not self.scores:
+            target = None if self.painting_image is None else quality.style_target(self.painting_image)
+            for k, image in enumerate(self.images):
+                if progress is not None:
+                    progress(k / len(self.images), f"scoring step {k}")
+                loss = math.nan if target is None else quality.style_loss(image, target)
+                self.scores.append(StepScore(k, loss, ssim(self.images[0], image)))
+        return self.scores
 
     def remove(self) -> None:
         """Delete the run's folder (the page has served its files from Gradio's cache)."""
@@ -258,7 +279,7 @@ def compute_sequence(
     :param steps: how many steps to run (1 to :data:`MAX_STEPS`).
     :param size: the processing size (longest side in px, at least the networks' smallest; 0 or ``None``: the
         photo's own, at most :data:`SIZE_CAP`).
-    :param quality: what scores the steps (``None``: none are scored, the scores are ``nan``).
+    :param quality: what scores the steps (``None``: they are not scored yet; :meth:`StepSequence.score`).
     :param names: what the user calls the photo and the style (their uploads' file names; default: the paths'),
         for the messages and the files' names.
     :param progress: called with the fraction done and a description, as the work goes on.
@@ -310,24 +331,17 @@ def compute_sequence(
     if min(work.shape[:2]) < SSIM_WINDOW:
         notes.append(f"No SSIM: the photo is processed under {SSIM_WINDOW} px a side.")
 
-    units = 2 * steps + 2  # the steps, the N + 1 scores and the files
+    units = steps + 1  # the steps and the files
     reporting = _ReportingRunner(runner, lambda k: report(k / units, f"step {k} of {steps}"))
     start = time.perf_counter()
     outputs = stylize_sequence(reporting, work, encodings, steps)
     seconds = time.perf_counter() - start
 
-    target = quality.style_target(painting) if quality is not None and painting is not None else None
-    scores = []
-    for k, image in enumerate([work, *outputs]):
-        report((steps + k) / units, f"scoring step {k}")
-        loss = quality.style_loss(image, target) if target is not None else math.nan  # type: ignore[union-attr]
-        scores.append(StepScore(k, loss, ssim(work, image) if quality is not None else math.nan))
-
     report((units - 1) / units, "writing the files")
     stem = f"{Path(photo_name).stem}__{Path(style_name).stem}" if style_name else Path(photo_name).stem
     full = [resize(image, width, height) for image in outputs]
     files = save_sequence(full, out_dir, stem)
-    return StepSequence(
+    sequence = StepSequence(
         folder=out_dir,
         steps=files[:-2],
         strip=files[-2],
@@ -335,13 +349,17 @@ def compute_sequence(
         thumbnails=[_thumbnail(p, out_dir / f"thumb{k:02d}.jpg") for k, p in enumerate(files[:-2], 1)],
         photo=_save_png(content, out_dir / "photo.png"),
         painting=None if painting is None else _save_png(painting, out_dir / "painting.png"),
-        scores=scores,
         size=(width, height),
         work_size=(work.shape[1], work.shape[0]),
         seconds=seconds,
         engine="ONNX Runtime" if type(runner).__name__ == "OnnxRunner" else "PyTorch",
+        images=[work, *outputs],
+        painting_image=painting,
         notes=notes,
     )
+    if quality is not None:
+        sequence.score(quality)
+    return sequence
 
 
 def describe(sequence: StepSequence, model: str) -> str:
