@@ -24,7 +24,7 @@ that square style too.
 
 ``--style-sizes N ...`` measures what the size the style is encoded at does to quality, as
 ``agents.stylize --style-size N`` would encode it: the style image is read as ``agents.stylize`` reads it (its
-own aspect, longer side at most 1024 px, :data:`agents.stylize.STYLE_MAX_SIDE`), resized so that its longer side
+own aspect, longer side at most 1024 px, :data:`agents.inference.fitting.STYLE_MAX_SIDE`), resized so that its longer side
 is ``N`` px (``0``: as read; ``content``: the photo's, here ``--size``, ``agents.stylize``'s default;
 :func:`agents.inference.resize_style`) and encoded by the style branch. Everything
 else is the same for every size: the content photo at ``--size``, the steps and the metrics' references, so the
@@ -55,7 +55,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from agents.cli import cli_main, float_range, int_range
-from agents.cli.stylize import STYLE_MAX_SIDE, style_size_argument
+from agents.cli.stylize import style_size_argument
+from agents.inference.fitting import STYLE_MAX_SIDE
 from agents.inference.models import load_policy
 from agents.inference.onnx import OnnxRunner, default_cache_dir
 from agents.inference.runners import MATCH_CONTENT, StepRunner, StyleSize, stylize_sequence
@@ -98,7 +99,7 @@ class Pair(NamedTuple):
     content: np.ndarray  #: the photo at ``--size`` squared
     style: np.ndarray  #: the style at ``--size`` squared (the peers' style, and the metrics' reference)
     #: with ``--style-sizes``: the style as ``agents.stylize`` reads it (its own aspect, longer side at most
-    #: :data:`~agents.stylize.STYLE_MAX_SIDE`), which our agents encode; ``None``: they encode :attr:`style`
+    #: :data:`~agents.inference.fitting.STYLE_MAX_SIDE`), which our agents encode; ``None``: they encode :attr:`style`
     style_image: np.ndarray | None = None
 
     @property

@@ -234,11 +234,3 @@ def test_cli_bad_model_is_one_line(
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "missing.zip: no such file" in err and len(err.strip().splitlines()) == 1
     assert app_cli.os.environ[app_cli.ANALYTICS_ENV] == "False"
-
-
-def test_the_size_rules_are_agents_stylizes(photo: Path) -> None:
-    for name in ("BYTES_PER_PIXEL", "STYLE_MAX_SIDE", "DEFAULT_STYLE_SIZE"):
-        assert getattr(fitting, name) == getattr(stylize, name), name
-    image = np.asarray(Image.open(photo))
-    for budget, side in [(10**12, None), (10**12, 24), (fitting.BYTES_PER_PIXEL * 300, None), (0, 16), (1, None)]:
-        assert np.array_equal(fitting.fit_to_memory(image, budget, side), stylize.fit_to_memory(image, budget, side))

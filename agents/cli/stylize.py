@@ -17,7 +17,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import psutil
 import torch
 from tqdm import tqdm
 
@@ -26,6 +25,7 @@ from agents.errors import one_line
 from agents.files import atomic_path
 from agents.inference.allocator import keep_freed_memory
 from agents.inference.backends import BACKENDS, make_runner
+from agents.inference.fitting import DEFAULT_STYLE_SIZE, STYLE_MAX_SIDE, fit_to_memory, memory_budget
 from agents.inference.models import DEFAULT_MODEL, RELEASED, load_policy, released_style_image
 from agents.inference.onnx import CACHE_ENV
 from agents.inference.pictures import save_sequence
@@ -50,13 +50,6 @@ from nst_env.video import (
     video_properties,
 )
 
-#: Approximate peak bytes per content pixel of one actor + builder step in float32 (measured with
-#: benchmarks at 512-2048 px, rounded up).
-BYTES_PER_PIXEL = 600
-#: Longest side a style image is decoded and encoded at.
-STYLE_MAX_SIDE = 1024
-#: The size a style is encoded at by default (``--style-size``; see the module docstring).
-DEFAULT_STYLE_SIZE: StyleSize = MATCH_CONTENT
 #: Most steps ``--steps`` takes (each step costs a full network pass).
 MAX_STEPS = 1000
 
@@ -69,25 +62,6 @@ def image_list(spec: str) -> list[Path]:
     if not path.is_file():
         raise FileNotFoundError(f"No such image or folder: {spec}")
     return [path]
-
-
-def memory_budget(device: torch.device) -> int:
-    """Bytes one stylisation may use: half of what is free on ``device``."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free // 2
-    return psutil.virtual_memory().available // 2
-
-
-def fit_to_memory(image: np.ndarray, budget: int, max_side: int | None) -> np.ndarray:
-    """Shrink ``image`` (keeping its aspect) so that a step fits ``budget`` bytes and ``max_side``."""
-    h, w = image.shape[:2]
-    scale = min(1.0, (budget / (BYTES_PER_PIXEL * h * w)) ** 0.5)
-    if max_side:
-        scale = min(scale, max_side / max(h, w))
-    if scale >= 1.0:
-        return image
-    return resize(image, max(MIN_SIDE, int(w * scale)), max(MIN_SIDE, int(h * scale)))
 
 
 def style_list(spec: str | None, model: str | None, policy: ActorBuilderPolicy) -> list[tuple[str, Path | None]]:

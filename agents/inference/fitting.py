@@ -1,9 +1,7 @@
 """How large an image one stylisation step may take: the memory a step needs per pixel, the memory at hand, and
 a photo shrunk to fit both and a longest side; and the size a style image is read and encoded at.
 
-The same rules as ``agents.stylize``'s (:mod:`agents.cli.stylize` defines them too; tests/test_app.py checks that
-both agree), here in the library so that the web app (:mod:`agents.inference.sequences`) uses them without
-importing the command line.
+``agents.stylize`` (:mod:`agents.cli.stylize`) and the web app (:mod:`agents.inference.sequences`) both use them.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
+import psutil
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.buffers import DictReplayBuffer
@@ -144,3 +145,38 @@ def replay_memory_bytes(
     latent = int(np.prod(latent_space.shape)) * latent_space.dtype.itemsize
     per_transition = 2 * obs + latent + 3 * 4 + feature_bytes
     return per_transition * buffer_size * n_envs
+
+
+def check_replay_memory(
+    observation_space: spaces.Dict,
+    latent_space: spaces.Box,
+    buffer_size: int,
+    n_envs: int,
+    feature_bytes: int = 0,
+    verbose: int = 0,
+) -> int:
+    """The bytes a replay buffer will take (:func:`replay_memory_bytes`), refused when over 90% of the memory
+    available now.
+
+    :param observation_space: the env's observation space.
+    :param latent_space: the stored actions' space (the latent).
+    :param buffer_size: transitions per env.
+    :param n_envs: parallel envs.
+    :param feature_bytes: extra bytes per transition (:meth:`FeatureReplayBuffer.bytes_per_transition`).
+    :param verbose: 1 prints the need and what is available.
+    :raises MemoryError: a buffer that cannot fit, with what to lower.
+    """
+    need = replay_memory_bytes(observation_space, latent_space, buffer_size, n_envs, feature_bytes)
+    available = psutil.virtual_memory().available
+    if verbose >= 1:
+        print(
+            f"Replay buffer: {buffer_size} x {n_envs} transitions need {need / 2**30:.2f} GiB "
+            f"(available: {available / 2**30:.1f} GiB)."
+        )
+    if need > 0.9 * available:
+        raise MemoryError(
+            f"The replay buffer needs {need / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB are "
+            f"available: lower buffer_size (now {buffer_size}), the image size, or store latents "
+            f"as float16 (policy_kwargs={{'latent_dtype': 'float16'}})."
+        )
+    return need

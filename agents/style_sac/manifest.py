@@ -10,9 +10,13 @@ its readable copies are ``repr`` strings, not a format; the manifest is the decl
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
+import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,3 +181,23 @@ def manifest_json(policy: Any, num_timesteps: int | None = None) -> str:
     :param num_timesteps: the environment steps it was trained for.
     """
     return json.dumps(policy_manifest(policy, num_timesteps), indent=2)
+
+
+def write_with_manifest(archive: io.BytesIO, manifest: str, path: str | os.PathLike | io.BufferedIOBase) -> None:
+    """Add the manifest to a Stable-Baselines3 zip held in memory and write the zip to ``path``.
+
+    :param archive: the zip Stable-Baselines3 saved.
+    :param manifest: :func:`manifest_json` of the model's policy.
+    :param path: the file (``.zip`` is added to a name without a suffix, as Stable-Baselines3 does) or a writable
+        binary file object.
+    """
+    with zipfile.ZipFile(archive, mode="a") as opened:
+        opened.writestr(MANIFEST_NAME, manifest)
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
+        if path.suffix == "":
+            path = path.with_name(f"{path.name}.zip")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(archive.getvalue())
+    else:
+        path.write(archive.getvalue())

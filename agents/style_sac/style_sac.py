@@ -30,13 +30,10 @@ from __future__ import annotations
 
 import io
 import os
-import zipfile
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
-import psutil
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
@@ -48,8 +45,8 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import polyak_update
 
-from agents.style_sac.buffers import FeatureReplayBuffer, replay_memory_bytes
-from agents.style_sac.manifest import MANIFEST_NAME, manifest_json
+from agents.style_sac.buffers import FeatureReplayBuffer, check_replay_memory
+from agents.style_sac.manifest import manifest_json, write_with_manifest
 from agents.style_sac.objectives import soft_bellman_target, temperature_loss
 from agents.style_sac.policies import (
     ActorBuilderPolicy,
@@ -216,21 +213,9 @@ class StyleSAC(OffPolicyAlgorithm):
         feature_shapes = self._shared_feature_shapes()
         if self.replay_buffer is None:
             feature_bytes = FeatureReplayBuffer.bytes_per_transition(feature_shapes) if feature_shapes else 0
-            need = replay_memory_bytes(
-                self.observation_space, self.latent_space, self.buffer_size, self.n_envs, feature_bytes
+            check_replay_memory(
+                self.observation_space, self.latent_space, self.buffer_size, self.n_envs, feature_bytes, self.verbose
             )
-            available = psutil.virtual_memory().available
-            if self.verbose >= 1:
-                print(
-                    f"Replay buffer: {self.buffer_size} x {self.n_envs} transitions need {need / 2**30:.2f} GiB "
-                    f"(available: {available / 2**30:.1f} GiB)."
-                )
-            if need > 0.9 * available:
-                raise MemoryError(
-                    f"The replay buffer needs {need / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB are "
-                    f"available: lower buffer_size (now {self.buffer_size}), the image size, or store latents "
-                    f"as float16 (policy_kwargs={{'latent_dtype': 'float16'}})."
-                )
             buffer_class = self.replay_buffer_class or (FeatureReplayBuffer if feature_shapes else DictReplayBuffer)
             buffer_kwargs = dict(self.replay_buffer_kwargs)
             if issubclass(buffer_class, FeatureReplayBuffer):
@@ -490,18 +475,9 @@ class StyleSAC(OffPolicyAlgorithm):
         :param exclude: attributes not to save, besides the default ones.
         :param include: attributes to save although excluded by default.
         """
-        archive_bytes = io.BytesIO()
-        super().save(archive_bytes, exclude=exclude, include=include)
-        with zipfile.ZipFile(archive_bytes, mode="a") as archive:
-            archive.writestr(MANIFEST_NAME, manifest_json(self.policy, self.num_timesteps))
-        if isinstance(path, (str, os.PathLike)):
-            path = Path(path)
-            if path.suffix == "":
-                path = path.with_name(f"{path.name}.zip")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(archive_bytes.getvalue())
-        else:
-            path.write(archive_bytes.getvalue())
+        archive = io.BytesIO()
+        super().save(archive, exclude=exclude, include=include)
+        write_with_manifest(archive, manifest_json(self.policy, self.num_timesteps), path)
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts = ["policy", "policy.actor.optimizer", "policy.critic.optimizer", "policy.generative_optimizer"]
