@@ -75,6 +75,14 @@ def single_torch_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True)
+def no_flushed_denormals() -> Iterator[None]:
+    """Undo the process-wide flush of denormal floats that the training commands and benchmarks set, after each
+    test (Hypothesis refuses to draw floats while denormals are flushed)."""
+    yield
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The ONNX cache of ``agents.stylize`` (:mod:`agents.inference.backends`) in a folder of the test session, shared by

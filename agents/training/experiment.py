@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
@@ -381,7 +380,6 @@ class Experiment:
 
         :return: the exit status (130: interrupted).
         """
-        torch.set_flush_denormal(True)  # denormal floats slow CPU convolutions down by up to 2x
         with discard_on_error(self.run_dir, new=self.checkpoint is None):
             model = self.build_model()
         return self.finish(model)
@@ -418,7 +416,6 @@ def run_distributed(setup: Callable[[], Experiment], group: ProcessGroup) -> int
     :param group: this rank's process group.
     :return: the exit status (130: interrupted).
     """
-    torch.set_flush_denormal(True)
     if group.is_main:
         with group.setup_on_main():
             experiment = setup()
