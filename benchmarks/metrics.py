@@ -17,28 +17,18 @@ methods measured with this module in one run.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from skimage.metrics import structural_similarity
 
-from nst_env.images import resize
-from nst_env.losses import StyleStats, content_loss, style_loss, style_statistics
-from nst_env.vgg import VGG19Features
+from agents.inference.quality import STYLE_LAYERS, STYLE_SIDE, StepQuality, grayscale
+from nst_env.losses import StyleStats, content_loss
 
-#: Layers of the content loss and of the style loss.
+#: Layers of the content loss (the style loss's are :data:`agents.inference.quality.STYLE_LAYERS`).
 CONTENT_LAYERS: tuple[str, ...] = ("relu4_1", "relu5_1")
-STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-#: Side to which output and style image are resized for the style loss.
-STYLE_SIDE = 256
-
-
-def grayscale(image: np.ndarray) -> np.ndarray:
-    """``H x W x 3`` uint8 RGB -> ``H x W`` uint8 luma (ITU-R 601-2, as OpenCV's ``COLOR_RGB2GRAY``)."""
-    return np.asarray(Image.fromarray(image).convert("L"))
+__all__ = ["CONTENT_LAYERS", "STYLE_LAYERS", "STYLE_SIDE", "QualityMetrics", "Reference", "ssim"]
 
 
 def ssim(content: np.ndarray, output: np.ndarray) -> float:
@@ -61,22 +51,19 @@ class Reference:
     style_stats: StyleStats  #: mean/std of the style image at :data:`STYLE_LAYERS`, image at 256x256
 
 
-class QualityMetrics:
-    """Content loss, style loss and SSIM of stylised images (see the module docstring).
+class QualityMetrics(StepQuality):
+    """Content loss, style loss and SSIM of stylised images (see the module docstring); the style loss is the
+    package's own (:class:`agents.inference.quality.StepQuality`), the SSIM scikit-image's.
 
     :param device: where VGG-19 runs.
     :param vgg_weights: explicit VGG-19 weights (see :func:`nst_env.vgg.load_vgg19_weights`).
     """
 
-    def __init__(self, device: torch.device | str = "cpu", vgg_weights: str | os.PathLike | None = None) -> None:
-        self.device = torch.device(device)
-        self.vgg = VGG19Features(STYLE_LAYERS, weights=vgg_weights, device=self.device)
-
-    def features(self, image: np.ndarray) -> dict[str, torch.Tensor]:
-        """VGG activations (:data:`STYLE_LAYERS`) of an ``H x W x 3`` uint8 image."""
+    @torch.no_grad()
+    def full_size_features(self, image: np.ndarray) -> dict[str, torch.Tensor]:
+        """VGG activations (:data:`STYLE_LAYERS`) of an ``H x W x 3`` uint8 image at its own size."""
         tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
-        with torch.no_grad():
-            return self.vgg(tensor)
+        return self.vgg(tensor)
 
     def reference(self, content: np.ndarray, style: np.ndarray) -> Reference:
         """Targets of one pair.
@@ -84,12 +71,11 @@ class QualityMetrics:
         :param content: ``H x W x 3`` uint8 content photo.
         :param style: ``h x w x 3`` uint8 style image (any size; resized to 256x256).
         """
-        content_features = self.features(content)
-        style_features = self.features(resize(style, STYLE_SIDE, STYLE_SIDE))
+        content_features = self.full_size_features(content)
         return Reference(
             content=content,
             content_features={name: content_features[name] for name in CONTENT_LAYERS},
-            style_stats=style_statistics(style_features, "meanstd", STYLE_LAYERS),
+            style_stats=self.style_target(style),
         )
 
     def evaluate(self, output: np.ndarray, reference: Reference) -> dict[str, float]:
@@ -100,12 +86,7 @@ class QualityMetrics:
         """
         if output.shape != reference.content.shape:
             raise ValueError(f"The output is {output.shape} but the content photo is {reference.content.shape}.")
-        features = self.features(output)
-        side = (STYLE_SIDE, STYLE_SIDE)
-        style_features = features if output.shape[:2] == side else self.features(resize(output, *side))
+        features = self.full_size_features(output)
         content = np.mean([float(content_loss(features[n], reference.content_features[n])) for n in CONTENT_LAYERS])
-        style = float(style_loss(style_features, reference.style_stats, "meanstd")) / len(STYLE_LAYERS)
+        style = self.style_loss(output, reference.style_stats)
         return {"content_loss": float(content), "style_loss": style, "ssim": ssim(reference.content, output)}
-
-
-__all__ = ["CONTENT_LAYERS", "STYLE_LAYERS", "STYLE_SIDE", "QualityMetrics", "Reference", "grayscale", "ssim"]
