@@ -19,21 +19,24 @@ def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
         writer.writerows(rows)
 
 
+def photo_row(pair: str, photo_style: float) -> dict[str, object]:
+    """The unchanged photo's row of a pair (its style loss normalises the pair's)."""
+    return {
+        "pair": pair,
+        "method": curves.CONTENT_PHOTO,
+        "knob": 0,
+        "style_loss": photo_style,
+        "content_loss": 0,
+        "ssim": 1,
+    }
+
+
 def write_pairs(path: Path) -> None:
     """Two pairs; ``base`` loses style step by step, ``better`` has 0.1 less style at every SSIM, ``gentle``
     keeps more SSIM than ``base``'s last step, ``worse`` has more style."""
     rows = []
     for pair, photo_style in (("a", 2.0), ("b", 4.0)):
-        rows.append(
-            {
-                "pair": pair,
-                "method": curves.CONTENT_PHOTO,
-                "knob": 0,
-                "style_loss": photo_style,
-                "content_loss": 0,
-                "ssim": 1,
-            }
-        )
+        rows.append(photo_row(pair, photo_style))
         for step in range(1, 4):
             ssim, ratio = 0.9 - 0.2 * step, 0.8 - 0.1 * step
             for method, shift, ssim_shift in (
@@ -113,16 +116,7 @@ def write_stepwise_pairs(path: Path) -> None:
     """Four pairs, 10 steps of the methods of :data:`RATIOS`, SSIM ``0.9 - 0.05 step`` plus the pair's offset."""
     rows: list[dict[str, object]] = []
     for pair, (photo_style, ssim_offset) in PAIRS.items():
-        rows.append(
-            {
-                "pair": pair,
-                "method": curves.CONTENT_PHOTO,
-                "knob": 0,
-                "style_loss": photo_style,
-                "content_loss": 0,
-                "ssim": 1,
-            }
-        )
+        rows.append(photo_row(pair, photo_style))
         for method, ratio in RATIOS.items():
             for step in range(1, 11):
                 rows.append(
