@@ -105,6 +105,16 @@ def image_bytes(mode: str, fmt: str, width: int, height: int, seed: int) -> byte
     return buffer.getvalue()
 
 
+#: Strategies of a small image file: its mode, format, size and pixels' seed.
+IMAGE_FILES = {
+    "mode": st.sampled_from(MODES),
+    "fmt": st.sampled_from(sorted(FORMATS)),
+    "width": st.integers(1, 24),
+    "height": st.integers(1, 24),
+    "seed": st.integers(0, 2**16),
+}
+
+
 @both((SHORT, LONG), signature=st.sampled_from(SIGNATURES), body=st.binary(max_size=2048))
 def check_random_bytes(signature: bytes, body: bytes) -> None:
     decodes_or_refuses(write(signature + body))
@@ -115,11 +125,7 @@ test_random_bytes, test_random_bytes_long = check_random_bytes
 
 @both(
     (SHORT, LONG),
-    mode=st.sampled_from(MODES),
-    fmt=st.sampled_from(sorted(FORMATS)),
-    width=st.integers(1, 24),
-    height=st.integers(1, 24),
-    seed=st.integers(0, 2**16),
+    **IMAGE_FILES,
     cut=st.floats(0.0, 1.0),
     flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=4),
 )
@@ -139,11 +145,7 @@ test_damaged_files, test_damaged_files_long = check_damaged_files
 
 @both(
     (SHORT, LONG),
-    mode=st.sampled_from(MODES),
-    fmt=st.sampled_from(sorted(FORMATS)),
-    width=st.integers(1, 24),
-    height=st.integers(1, 24),
-    seed=st.integers(0, 2**16),
+    **IMAGE_FILES,
     max_side=st.one_of(st.none(), st.integers(1, 32)),
 )
 def check_valid_files_decode(mode: str, fmt: str, width: int, height: int, seed: int, max_side: int | None) -> None:
