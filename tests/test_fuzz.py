@@ -36,10 +36,8 @@ from agents.cli import stylize, train_sac
 from agents.training import experiment
 from nst_env.images import DEFAULT_MAX_PIXELS, ImageReadError, load_image
 
-#: Cases per property in the default suite, and under ``-m fuzz``.
-SHORT, LONG = 50, 1000
-#: The command lines run whole models: fewer cases.
-CLI_SHORT, CLI_LONG = 6, 60
+SHORT, LONG = 50, 1000  # cases per property in the default suite, and under -m fuzz
+CLI_SHORT, CLI_LONG = 6, 30  # the command lines run whole models: fewer
 SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
 FOLDER = Path(tempfile.mkdtemp(prefix="rl_nst_fuzz_"))
 IMAGES = FOLDER / "images"
@@ -490,6 +488,7 @@ test_train_flags, test_train_flags_long = check_train_flags
 CLI_FINDS = [
     (stylize.main, ["--device", "meta", "--backend", "torch", "--style", "starry_night", "--steps", "1"]),
     (train_sac.main, ["--device", "meta", "-n", "1"]),
+    (stylize.main, ["--style", ""]),  # was the current folder: every image below it, a pair each
 ]
 
 

@@ -55,7 +55,13 @@ MAX_STEPS = 1000
 
 
 def image_list(spec: str) -> list[Path]:
-    """A file, a built-in sample name, or every image in a folder."""
+    """A file, a built-in sample name, or every image in a folder.
+
+    :param spec: the ``--content`` or ``--style`` argument.
+    :raises ValueError: an empty argument (``Path("")`` is the current folder: every image below it).
+    """
+    if not spec.strip():
+        raise ValueError("expected an image, a folder of images or a built-in name, got an empty argument.")
     path = Path(str(resolve_sample(spec)))
     if path.is_dir():
         return scan_folder(path)
