@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +51,25 @@ def interpolate_style(points: list[tuple[float, float]], at: float) -> float | N
     return float(np.interp(at, xs, [p[1] for p in ordered]))
 
 
-def per_pair(pairs_csv: Path) -> PerPair:
+def per_pair(pairs_csvs: Sequence[Path]) -> PerPair:
     """Per method, pair and step, the style loss relative to the photo's, the style loss, the content loss and
-    SSIM, from :mod:`benchmarks.quality`'s ``*_pairs.csv`` (the photo's own rows left out).
+    SSIM, from :mod:`benchmarks.quality`'s ``*_pairs.csv`` files (the photo's own rows left out). Several files
+    (e.g. new models scored in a later run on the same pairs) are read as one.
 
-    :param pairs_csv: the file (columns ``pair``, ``method``, ``knob``, ``style_loss``, ``content_loss``, ``ssim``).
+    :param pairs_csvs: the files (columns ``pair``, ``method``, ``knob``, ``style_loss``, ``content_loss``, ``ssim``).
+    :raises ValueError: the files score the same photo differently (another size or judge), or the methods were
+        scored on different pairs.
     """
-    with open(pairs_csv) as f:
-        rows = list(csv.DictReader(f))
-    photo_style = {r["pair"]: float(r["style_loss"]) for r in rows if r["method"] == CONTENT_PHOTO}
+    rows = []
+    for path in pairs_csvs:
+        with open(path) as f:
+            rows += list(csv.DictReader(f))
+    photo_style: dict[str, float] = {}
+    for r in rows:
+        if r["method"] == CONTENT_PHOTO:
+            known = photo_style.setdefault(r["pair"], float(r["style_loss"]))
+            if not np.isclose(known, float(r["style_loss"]), rtol=1e-5):
+                raise ValueError(f"the files score the photo of {r['pair']} differently: another size or judge?")
     grouped: PerPair = {}
     for r in rows:
         if r["method"] == CONTENT_PHOTO:
@@ -69,6 +80,10 @@ def per_pair(pairs_csv: Path) -> PerPair:
             "content_loss": float(r["content_loss"]),
             "ssim": float(r["ssim"]),
         }
+    pair_sets = {method: sorted(pairs) for method, pairs in grouped.items()}
+    if len({tuple(v) for v in pair_sets.values()}) > 1:
+        counts = {method: len(pairs) for method, pairs in pair_sets.items()}
+        raise ValueError(f"the methods were scored on different pairs ({counts} pairs per method)")
     return grouped
 
 
@@ -90,7 +105,7 @@ def stepwise(pairs_csv: Path) -> Curves:
 
     :param pairs_csv: the file (columns ``pair``, ``method``, ``knob``, ``style_loss``, ``content_loss``, ``ssim``).
     """
-    return mean_curves(per_pair(pairs_csv))
+    return mean_curves(per_pair([pairs_csv]))
 
 
 def non_increasing(ratios: list[float], tolerance: float = TOLERANCE) -> bool:
@@ -222,7 +237,7 @@ def compare(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments (see the module docstring)."""
     p = benchmark_parser(__doc__, device=None, threads_help=None)
-    p.add_argument("pairs_csv", type=Path, help="a benchmarks.quality *_pairs.csv")
+    p.add_argument("pairs_csv", type=Path, nargs="+", help="benchmarks.quality *_pairs.csv files of the same pairs")
     p.add_argument("--reference", required=True, help="the method the others are compared with (its label)")
     p.add_argument("--steps", type=int_range(1), nargs="+", default=[2, 5, 10], help="the reference's steps")
     p.add_argument(
@@ -241,12 +256,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> list[Row]:
     """Compare every method's curve and step-wise shares with the reference's; write and return the table."""
     args = parse_args(argv)
-    if not args.pairs_csv.is_file():
-        raise FileNotFoundError(f"{args.pairs_csv}: no such file (a benchmarks.quality *_pairs.csv was expected)")
+    for path in args.pairs_csv:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file (a benchmarks.quality *_pairs.csv was expected)")
     data = per_pair(args.pairs_csv)
     curves = mean_curves(data)
     if args.reference not in curves:
-        raise ValueError(f"--reference {args.reference!r} is not a method of {args.pairs_csv}: {sorted(curves)}")
+        raise ValueError(f"--reference {args.reference!r} is not a method of the files: {sorted(curves)}")
     missing = [s for s in args.steps if s not in curves[args.reference]]
     if missing:
         raise ValueError(f"--steps {missing}: the reference has steps {sorted(curves[args.reference])}")
@@ -272,7 +288,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
             f"`better`: dominates, and its share of pairs non-increasing over all steps"
             + (f" and its share of pairs below step 1 at step {share_step}" if share_step else "")
             + " (second table) are at least the reference's. "
-            f"From `{args.pairs_csv.name}`.",
+            f"From {', '.join(f'`{path.name}`' for path in args.pairs_csv)}.",
             f"Step-wise shares, per method: `share_below_step1_at_K`: share of pairs whose style ratio (style "
             f"loss over the photo's own) at step K is below their step 1's; `share_non_increasing`: share of "
             f"pairs whose style ratio at each step is at most the step before's (tolerance {TOLERANCE:g}) over "

@@ -3,9 +3,11 @@ against the floor of the work a step must do.
 
 Vec envs (``--vec-envs``): ``batched`` (:class:`~nst_env.vector.NSTVectorEnv`), ``batched-bf16`` (the same with its
 bfloat16 reward pass), ``sync`` (Gymnasium's ``SyncVectorEnv`` of N ``NSTEnv``s) and ``subproc`` (SB3's
-``SubprocVecEnv``: forked workers, one torch thread each; CPU only). The floor is one VGG-19 pass to relu4_1 over
-the N images plus their mean/std style statistics (``torch.no_grad``, read back to the host): no float32 step of N
-envs can be cheaper.
+``SubprocVecEnv``: forked workers, one torch thread each; CPU only). The floor is the VGG-19 work a step must do:
+one pass to relu4_1 over the N images plus their mean/std style statistics (``torch.no_grad``, read back to the
+host), and, at every ``--episode-steps``-th call, as at the step where the N episodes end and the next start, one
+more pass over their 2N new content and style images: no float32 step of N envs can be cheaper. A timed block
+holds whole episodes (``--steps / --rounds`` is a multiple of ``--episode-steps``).
 
 Each vec env and its floor are timed in blocks of steps, interleaved in rounds (so a busy machine slows both alike),
 after a warm-up; a rate is the median block's. Episode ends reset inside the steps (same-step autoreset) and are
@@ -65,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--warmup", type=int_range(0), default=5, help="untimed env steps and floor calls first")
     parser.add_argument(
+        "--episode-steps", type=int_range(1), default=10, help="the envs' max_episode_steps (NST-v0's default: 10)"
+    )
+    parser.add_argument(
         "--rounds", type=int_range(1), default=6, help="interleaved env/floor rounds the steps are split in"
     )
     parser.add_argument(
@@ -96,7 +101,7 @@ def _sync(device: torch.device) -> None:
 
 
 def make_vec(
-    kind: str, n_envs: int, size: int, device: str
+    kind: str, n_envs: int, size: int, device: str, episode_steps: int
 ) -> tuple[Callable[[np.ndarray], object], Callable[[], None]]:
     """One vec env of ``kind`` (a :data:`VEC_ENVS` name), reset with seed 0: its step and close functions.
 
@@ -104,13 +109,14 @@ def make_vec(
     :param n_envs: its envs.
     :param size: the image side.
     :param device: where VGG-19 runs.
+    :param episode_steps: the envs' ``max_episode_steps``.
     """
     import gymnasium as gym
     from gymnasium.vector import AutoresetMode
 
     from nst_env import NSTVectorEnv
 
-    kwargs = {"image_size": size, "device": device}
+    kwargs = {"image_size": size, "device": device, "max_episode_steps": episode_steps}
     if kind.startswith("batched"):
         env = NSTVectorEnv(n_envs, precision="bfloat16" if kind == "batched-bf16" else "float32", **kwargs)
         env.reset(seed=0)
@@ -137,7 +143,7 @@ def make_vec(
 
 
 def measure(
-    device_name: str, size: int, n_envs: int, kind: str, steps: int, warmup: int, rounds: int
+    device_name: str, size: int, n_envs: int, kind: str, steps: int, warmup: int, rounds: int, episode_steps: int
 ) -> dict[str, object]:
     """Seconds per vec env step and per floor call (median of the timed blocks) of one configuration.
 
@@ -148,21 +154,32 @@ def measure(
     :param steps: timed steps (and floor calls).
     :param warmup: untimed steps and floor calls first.
     :param rounds: the interleaved rounds the steps are split in.
+    :param episode_steps: the envs' episode length (a block of ``steps / rounds`` holds whole episodes).
+    :raises ValueError: ``steps / rounds`` is not a multiple of ``episode_steps``.
     """
     from nst_env.losses import STYLE_LAYERS, style_statistics
     from nst_env.utils import resolve_device
     from nst_env.vgg import VGG19Features
 
     device = resolve_device(device_name)
-    step, close = make_vec(kind, n_envs, size, str(device))
+    per_round = max(1, steps // rounds)
+    if per_round % episode_steps:
+        raise ValueError(
+            f"--steps / --rounds must be a multiple of --episode-steps ({episode_steps}) so that each timed block "
+            f"holds whole episodes and times their resets as often as training does, got {per_round}."
+        )
+    step, close = make_vec(kind, n_envs, size, str(device), episode_steps)
     layers = STYLE_LAYERS["meanstd"]  # relu1_1 ... relu4_1
     floor_net = VGG19Features(layers, device=device)
     actions = np.random.default_rng(0).random((4, n_envs, 3, size, size), dtype=np.float32)
     floor_input = torch.from_numpy(actions[0]).to(device)
+    starts_input = torch.from_numpy(np.concatenate(actions[1:3])).to(device)  # 2N episode-start images
 
-    def floor_call() -> None:
+    def floor_call(i: int) -> None:
         with torch.no_grad():
             stats = style_statistics(floor_net(floor_input), "meanstd", layers)
+            if i % episode_steps == episode_steps - 1:  # the episodes end: the next ones' photos and styles
+                style_statistics(floor_net(starts_input), "meanstd", layers)
         stats[layers[-1]][1].sum().item()  # the env reads its losses back to the host every step too
 
     def block(call: Callable[[int], object], count: int) -> float:
@@ -173,11 +190,10 @@ def measure(
         return (time.perf_counter() - start) / count
 
     env_call = lambda i: step(actions[i % len(actions)])
-    floor = lambda i: floor_call()
+    floor = floor_call
     if warmup:
         block(env_call, warmup)
         block(floor, warmup)
-    per_round = max(1, steps // rounds)
     env_blocks, floor_blocks = [], []
     for _ in range(rounds):
         env_blocks.append(block(env_call, per_round))
@@ -298,7 +314,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
                         if kind == "subproc" and not device_name.startswith("cpu"):
                             print(f"skipping subproc on {device_name}: forked workers cannot use CUDA", file=sys.stderr)
                             continue
-                        row = measure(device_name, size, n_envs, kind, args.steps, args.warmup, args.rounds)
+                        row = measure(
+                            device_name, size, n_envs, kind, args.steps, args.warmup, args.rounds, args.episode_steps
+                        )
                         rows.append(row)
                         print(
                             f"{row['device']:>6} x{threads} {size:>4} px N={n_envs:<4} {kind:>12}: "

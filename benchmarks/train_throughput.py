@@ -20,7 +20,15 @@ images each VGG-19 call processes is counted, which answers whether features are
 Each size runs twice, side by side: with the agent recomputing the replayed states' VGG-19 features
 (``share_env_features=False``) and with them taken from the env (the default, see
 :class:`agents.style_sac.buffers.FeatureReplayBuffer`).
+
+With ``--n-envs N`` (N > 1) each size also trains, without timers, on N envs run by each of ``--vec-envs`` (the
+batched env, SB3's ``SubprocVecEnv`` and ``DummyVecEnv``: :func:`agents.training.experiment.make_env`) with StyleSAC's
+``use_amp`` off and on (``--amp``), as ``python -m agents.train_sac --n-envs N --vec-env KIND`` does: one update per
+vec env step, so N transitions per update. These rows are interleaved in rounds (``--rounds``) so that a change of
+the machine's speed touches every variant alike; a rate is the median round's.
 Writes ``train_throughput.{md,csv,json}`` and ``train_throughput.png`` under ``--out``.
+
+    python -m benchmarks.train_throughput --sizes 64 --threads 1 --n-envs 8
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import torch
 
 from agents.cli import cli_main, float_range, int_range
 from agents.style_sac import StyleSAC
-from agents.training.config import algorithm_kwargs
+from agents.training.config import VEC_ENVS, algorithm_kwargs
 from agents.training.experiment import make_env
 from benchmarks.common import (
     Report,
@@ -261,6 +269,63 @@ def measure(
     return row, parts, vgg_costs(model, size, batch_size, repeats=3)
 
 
+def measure_vec_envs(
+    size: int, n_envs: int, kinds: list[str], amps: list[bool], steps: int, rounds: int, device: torch.device, seed: int
+) -> list[Row]:
+    """Train StyleSAC on ``n_envs`` envs run by each vec env kind, with AMP off and on, interleaved in rounds.
+
+    :param size: image side in px.
+    :param n_envs: envs per vec env.
+    :param kinds: vec env kinds (:data:`agents.training.config.VEC_ENVS`).
+    :param amps: the ``use_amp`` values to compare.
+    :param steps: vec env steps (= updates) per round.
+    :param rounds: timed rounds per variant; the median round's rate is reported.
+    :param device: where the envs' VGG-19, the networks and the agent's VGG-19 run.
+    :param seed: seed of envs and networks.
+    :return: one row per variant: env steps/s (all envs) and updates/s.
+    """
+    config = style_sac_config(size, seed)
+    config["n_envs"] = n_envs
+    batch_size = config["batch_size"]
+    vec_steps_first = -(-batch_size // n_envs)  # vec env steps that fill one batch
+    config.update(learning_starts=vec_steps_first * n_envs, buffer_size=(vec_steps_first + 1 + steps * rounds) * n_envs)
+    models = {}
+    for kind in kinds:
+        for amp in amps:
+            env = make_env(config, None, str(device), resume=False, vec_env=kind)
+            model = StyleSAC(
+                config["policy"], env, seed=seed, device=device, **{**algorithm_kwargs(config), "use_amp": amp}
+            )
+            model.learn((vec_steps_first + 1) * n_envs)  # warm-up: fill the batch, one update
+            models[kind, amp] = model
+    seconds: dict[tuple[str, bool], list[float]] = defaultdict(list)
+    for _ in range(rounds):
+        for key, model in models.items():
+            synchronize(device)
+            start = time.perf_counter()
+            model.learn(steps * n_envs, reset_num_timesteps=False)
+            synchronize(device)
+            seconds[key].append(time.perf_counter() - start)
+    rows = []
+    for (kind, amp), model in models.items():
+        model.env.close()
+        median = float(np.median(seconds[kind, amp]))
+        rows.append(
+            {
+                "size": size,
+                "n_envs": n_envs,
+                "vec_env": kind,
+                "amp": "bfloat16" if amp and device.type == "cpu" else ("float16" if amp else "off"),
+                "updates": steps * rounds,
+                "env_steps_per_s": steps * n_envs / median,
+                "updates_per_s": steps / median,
+            }
+        )
+    for row in rows:
+        row["vs_first"] = row["env_steps_per_s"] / rows[0]["env_steps_per_s"]
+    return rows
+
+
 def variant_name(share: bool) -> str:
     """How the agent gets the replayed states' VGG-19 features."""
     return "from env" if share else "recomputed"
@@ -305,6 +370,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--budget-s", type=float_range(0.0), default=120.0, help="stop a size after the chunk that passes this"
     )
     p.add_argument("--log-dir", type=Path, default=Path("runs/train_throughput"), help="Monitor files")
+    p.add_argument(
+        "--n-envs", type=int_range(1, 1024), default=1, help="also compare vec envs and AMP with this many envs (> 1)"
+    )
+    p.add_argument("--vec-envs", nargs="+", choices=VEC_ENVS, default=list(VEC_ENVS), help="vec envs to compare")
+    p.add_argument(
+        "--amp", nargs="+", choices=("off", "on"), default=["off", "on"], help="StyleSAC use_amp values to compare"
+    )
+    p.add_argument("--vec-steps", type=int_range(1), default=4, help="vec env steps per round, --n-envs comparison")
+    p.add_argument("--rounds", type=int_range(1), default=3, help="interleaved rounds, --n-envs comparison")
     return p.parse_args(argv)
 
 
@@ -315,7 +389,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     configure_torch(args.threads)
     device = resolve_device(args.device)
     machine = machine_info(device)
-    rows, parts, vgg_rows = [], [], []
+    rows, parts, vgg_rows, vec_rows = [], [], [], []
     for size in args.sizes:
         for share in (False, True):
             row, size_parts, vgg = measure(
@@ -332,6 +406,18 @@ def main(argv: list[str] | None = None) -> list[Row]:
         recomputed = rows[-2]["updates_per_s"]
         for row in rows[-2:]:
             row["speedup_vs_recomputed"] = row["updates_per_s"] / recomputed
+        if args.n_envs > 1:
+            amps = [a == "on" for a in args.amp]
+            size_rows = measure_vec_envs(
+                size, args.n_envs, args.vec_envs, amps, args.vec_steps, args.rounds, device, args.seed
+            )
+            for row in size_rows:
+                print(
+                    f"{size:>4} px, {args.n_envs} envs, {row['vec_env']:>8}, AMP {row['amp']:>8}: "
+                    f"{row['env_steps_per_s']:.3f} env steps/s, {row['updates_per_s']:.3f} updates/s",
+                    flush=True,
+                )
+            vec_rows += size_rows
     args.out.mkdir(parents=True, exist_ok=True)
     plot(parts, args.out / "train_throughput.png")
     Report(
@@ -376,6 +462,17 @@ def main(argv: list[str] | None = None) -> list[Row]:
             ),
         ],
         extra_tables=[
+            *(
+                [
+                    (
+                        "Vec envs and AMP (uninstrumented; `vs_first`: env steps/s over the first row's of the size)",
+                        vec_rows,
+                        ["size", "n_envs", "vec_env", "amp", "updates", "env_steps_per_s", "updates_per_s", "vs_first"],
+                    )
+                ]
+                if vec_rows
+                else []
+            ),
             ("Where the time goes", parts, ["size", "vgg_features", "phase", "part", "ms_per_step", "share"]),
             ("VGG-19 passes timed in isolation (median ms)", vgg_rows, ["size", "pass", "ms"]),
         ],

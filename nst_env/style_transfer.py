@@ -48,6 +48,7 @@ def check_env_arguments(
     info_features: bool,
     render_mode: str | None,
     precision: str,
+    crop_scales: Sequence[float] = (2.0,),
 ) -> None:
     """Raise ``ValueError`` for an ``NST-v0`` argument out of range (:class:`NSTEnv` lists them).
 
@@ -57,6 +58,7 @@ def check_env_arguments(
     :param info_features: whether ``info`` carries the VGG-19 features (``"meanstd"`` only).
     :param render_mode: ``None`` or ``"rgb_array"``.
     :param precision: one of :data:`PRECISIONS`.
+    :param crop_scales: a non-empty sequence of numbers in ``[1, 4]`` (see :func:`draw_image`).
     """
     # 16: the deepest loss layers (relu4_*) are image_size/8 wide, and channel std needs >= 2x2 positions.
     if not isinstance(image_size, (int, np.integer)) or image_size < 16:
@@ -71,6 +73,9 @@ def check_env_arguments(
         raise ValueError(f"render_mode must be None or one of ['rgb_array'], got {render_mode!r}.")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}.")
+    scales = crop_scales if isinstance(crop_scales, Sequence) and not isinstance(crop_scales, str) else None
+    if not scales or not all(isinstance(x, (int, float)) and 1 <= x <= 4 for x in scales):  # images decode at <= 4s
+        raise ValueError(f"crop_scales must be a non-empty sequence of numbers in [1, 4], got {crop_scales!r}.")
 
 
 def image_pools(
@@ -106,21 +111,33 @@ def image_spaces(image_size: int, observe_content: bool) -> tuple[spaces.Dict, s
     return spaces.Dict(keys), spaces.Box(0.0, 1.0, (3, image_size, image_size), np.float32)
 
 
-def draw_image(pool: ImagePool, pinned: ImageLike | None, rng: np.random.Generator, image_size: int) -> np.ndarray:
+def draw_image(
+    pool: ImagePool,
+    pinned: ImageLike | None,
+    rng: np.random.Generator,
+    image_size: int,
+    crop_scales: Sequence[float] = (2.0,),
+) -> np.ndarray:
     """An episode's ``3 x s x s`` uint8 image: ``pinned`` resized to ``s`` without cropping, else one drawn from
-    ``pool`` with ``rng``, resized to ``2s x 2s`` and randomly cropped to ``s x s`` (the papers' transform).
+    ``pool`` with ``rng``, resized to ``ks x ks`` and randomly cropped to ``s x s``. ``k = 2`` is the papers'
+    transform; with several ``crop_scales`` each image draws its ``k`` (a crop of a ``4s`` resize shows the image
+    at the pixel scale of inference at ``4s``).
 
     :param pool: the images to draw from.
     :param pinned: an image to use instead (path, array or built-in name), or ``None``.
-    :param rng: the env's generator (draws the image, then the crop's corner).
+    :param rng: the env's generator (draws the image, then the scale if there are several, then the crop's corner).
     :param image_size: the side ``s``.
+    :param crop_scales: the scales ``k`` in ``[1, 4]`` to draw from (pools decode images at up to ``4s``).
     """
     s = image_size
     if pinned is not None:
         image = load_image(resolve_sample(pinned), max_side=4 * s)
         return to_chw(resize(image, s, s))
-    big = resize(pool.draw(rng), 2 * s, 2 * s)
-    top, left = (int(v) for v in rng.integers(0, s + 1, size=2))
+    image = pool.draw(rng)
+    scale = crop_scales[0] if len(crop_scales) == 1 else crop_scales[int(rng.integers(len(crop_scales)))]
+    side = max(s, round(scale * s))
+    big = resize(image, side, side)
+    top, left = (int(v) for v in rng.integers(0, side - s + 1, size=2))
     return to_chw(big[top : top + s, left : left + s])
 
 
@@ -251,6 +268,8 @@ class NSTCore:
     :param render_mode: ``None`` or ``"rgb_array"``.
     :param info_features: add the VGG-19 features to ``info`` (``"meanstd"`` only).
     :param precision: the reward pass's precision, ``"float32"`` or ``"bfloat16"``.
+    :param crop_scales: the scales an episode's drawn images are resized by (times ``image_size``) before the
+        random crop; each image draws one when there are several (:func:`draw_image`).
     """
 
     def __init__(
@@ -268,8 +287,12 @@ class NSTCore:
         render_mode: str | None = None,
         info_features: bool = False,
         precision: str = "float32",
+        crop_scales: Sequence[float] = (2.0,),
     ) -> None:
-        check_env_arguments(image_size, max_episode_steps, style_loss, info_features, render_mode, precision)
+        check_env_arguments(
+            image_size, max_episode_steps, style_loss, info_features, render_mode, precision, crop_scales
+        )
+        self.crop_scales = tuple(float(x) for x in crop_scales)
         self.image_size = int(image_size)
         self.max_episode_steps = max_episode_steps
         self.style_loss_kind = style_loss
@@ -329,7 +352,7 @@ class NSTEnv(NSTCore, gym.Env):
     ## Starting state
     ``reset`` draws a content photo and a style image with ``self.np_random`` (so ``reset(seed=...)`` is
     reproducible), resizes each to ``2*image_size`` square and randomly crops ``image_size`` (the papers'
-    training transform). ``options={"content": PATH_OR_ARRAY, "style": PATH_OR_ARRAY}`` pins either image
+    training transform; ``crop_scales`` changes the 2, or draws it per image). ``options={"content": PATH_OR_ARRAY, "style": PATH_OR_ARRAY}`` pins either image
     (arrays are ``H x W x 3`` uint8); a pinned image is resized to ``image_size`` without cropping.
 
     ## Episode end
@@ -352,6 +375,7 @@ class NSTEnv(NSTCore, gym.Env):
     | ``render_mode`` | ``None`` | ``"rgb_array"``: content, style and moving image side by side |
     | ``info_features`` | ``False`` | add the VGG-19 features above to ``info`` (``"meanstd"`` only) |
     | ``precision`` | ``"float32"`` | ``"bfloat16"``: the reward's VGG-19 pass under ``torch.autocast`` (losses summed in float32) |
+    | ``crop_scales`` | ``(2.0,)`` | drawn images are resized to ``k * image_size`` (``k`` drawn from these) and cropped |
 
     ## Example
     An episode's first step, with the photo itself as the action (tests/test_env.py runs this example)::
@@ -388,7 +412,7 @@ class NSTEnv(NSTCore, gym.Env):
 
     # ------------------------------------------------------------------ data
     def _pick(self, pool: ImagePool, pinned: ImageLike | None) -> np.ndarray:
-        return draw_image(pool, pinned, self.np_random, self.image_size)
+        return draw_image(pool, pinned, self.np_random, self.image_size, self.crop_scales)
 
     def _to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         batch = torch.from_numpy(np.stack(images)).to(self.device, non_blocking=True)

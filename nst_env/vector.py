@@ -89,7 +89,7 @@ class NSTVectorEnv(NSTCore, VectorEnv):
     ``num_envs`` (>= 1), every :class:`~nst_env.style_transfer.NSTEnv` argument (``image_size``,
     ``max_episode_steps`` (default 10), ``style_loss``, ``reward_scale``, ``content_dir``, ``style_dir``,
     ``style``, ``observe_content``, ``device``, ``vgg_weights``, ``render_mode``, ``info_features``,
-    ``precision``), and:
+    ``precision``, ``crop_scales``), and:
 
     | argument | default | meaning |
     |---|---|---|
@@ -199,7 +199,7 @@ class NSTVectorEnv(NSTCore, VectorEnv):
         first, then its style, with its own generator)."""
         pairs = [
             [
-                draw_image(pool, pinned[key][i] if pinned else None, self._rng(i), self.image_size)
+                draw_image(pool, pinned[key][i] if pinned else None, self._rng(i), self.image_size, self.crop_scales)
                 for key, pool in (("content", self.content_pool), ("style", self.style_pool))
             ]
             for i in envs

@@ -210,6 +210,7 @@ def test_train_throughput_accounts_for_the_step(tmp_path: Path) -> None:
             str(tmp_path / "runs"),
             "--out",
             str(tmp_path),
+            *("--n-envs", "2", "--vec-envs", "batched", "dummy", "--vec-steps", "1", "--rounds", "2"),
         ]
     )
     recomputed, shared = rows
@@ -225,6 +226,16 @@ def test_train_throughput_accounts_for_the_step(tmp_path: Path) -> None:
         assert sum(p["share"] for p in parts if p["vgg_features"] == variant) == pytest.approx(1.0, abs=0.05)
     assert any(p["part"].startswith("backward + Adam: generative") for p in parts)
     assert (tmp_path / "train_throughput.png").is_file()
+    (vec_heading,) = [h for h in document["extra_tables"] if h.startswith("Vec envs and AMP")]
+    vec_rows = document["extra_tables"][vec_heading]
+    assert [(r["vec_env"], r["amp"]) for r in vec_rows] == [
+        ("batched", "off"),
+        ("batched", "bfloat16"),
+        ("dummy", "off"),
+        ("dummy", "bfloat16"),
+    ]
+    assert all(r["updates"] == 2 and r["env_steps_per_s"] == pytest.approx(2 * r["updates_per_s"]) for r in vec_rows)
+    assert vec_rows[0]["vs_first"] == 1.0
 
 
 def test_compare_algorithms_trains_evaluates_and_plots(tmp_path: Path) -> None:

@@ -135,7 +135,7 @@ def write_stepwise_pairs(path: Path) -> None:
 def test_step_shares_count_pairs_whose_style_grows_step_by_step(tmp_path: Path) -> None:
     pairs = tmp_path / "q_pairs.csv"
     write_stepwise_pairs(pairs)
-    shares = {r["method"]: r for r in curves.step_shares(curves.per_pair(pairs))}
+    shares = {r["method"]: r for r in curves.step_shares(curves.per_pair([pairs]))}
     expected = {  # pairs, share below step 1 at 2, 5, 10, share non-increasing
         "ref": (4, 0.75, 1.0, 1.0, 0.75),
         "steady": (4, 1.0, 1.0, 1.0, 1.0),
@@ -183,3 +183,30 @@ def test_better_needs_domination_and_step_wise_shares(tmp_path: Path, capsys) ->
         "turns_back": False,
         "flat_one": False,
     }
+
+
+def test_several_files_of_the_same_pairs_read_as_one(tmp_path: Path) -> None:
+    """New models scored in a later run: the files are read as one; another size's photo scores or other pairs are
+    refused."""
+    whole = tmp_path / "q_pairs.csv"
+    write_stepwise_pairs(whole)
+    with open(whole) as f:
+        rows = list(csv.DictReader(f))
+    photo = [r for r in rows if r["method"] == curves.CONTENT_PHOTO]
+    first, second = tmp_path / "a_pairs.csv", tmp_path / "b_pairs.csv"
+    write_csv(first, photo + [r for r in rows if r["method"] in ("ref", "steady")])
+    write_csv(second, photo + [r for r in rows if r["method"] in ("turns_back", "flat_one")])
+    assert curves.per_pair([first, second]) == curves.per_pair([whole])
+    rows_one = curves.main([str(whole), "--reference", "ref", "--out", str(tmp_path), "--name", "one"])
+    rows_two = curves.main([str(first), str(second), "--reference", "ref", "--out", str(tmp_path), "--name", "two"])
+    assert rows_one == rows_two
+    other_size = [
+        {**r, "style_loss": float(r["style_loss"]) * 2} if r["method"] == curves.CONTENT_PHOTO else r for r in rows
+    ]
+    write_csv(second, [r for r in other_size if r["method"] in (curves.CONTENT_PHOTO, "turns_back")])
+    with pytest.raises(ValueError, match="differently"):
+        curves.per_pair([first, second])
+    one_pair = [r for r in rows if r["method"] == "turns_back" and r["pair"] == rows[0]["pair"]]
+    write_csv(second, photo + one_pair)
+    with pytest.raises(ValueError, match="different pairs"):
+        curves.per_pair([first, second])

@@ -95,6 +95,10 @@ def test_step_before_reset_and_bad_arguments() -> None:
         ({"max_episode_steps": 0}, ">= 1"),
         ({"render_mode": "human"}, "rgb_array"),
         ({"style": "no_such_painting"}, "no_such_painting"),
+        ({"crop_scales": ()}, "crop_scales"),
+        ({"crop_scales": (0.5,)}, r"\[1, 4\]"),
+        ({"crop_scales": (8,)}, r"\[1, 4\]"),
+        ({"crop_scales": "2"}, "crop_scales"),
     ]:
         with pytest.raises((ValueError, FileNotFoundError), match=match):
             NSTEnv(**{"image_size": SIZE, "device": "cpu", **kwargs})
@@ -159,6 +163,26 @@ def test_draws_are_random_crops_of_the_samples(env: NSTEnv) -> None:
     assert any(np.array_equal(obs["style"], w) for w in windows)
     styles = {env.reset(seed=s)[0]["style"].tobytes() for s in range(12)}
     assert len(styles) == 12
+
+
+def test_crop_scales_draw_the_scale_per_image() -> None:
+    """crop_scales=(1, 4): each drawn image is the whole sample resized to SIZE, or a SIZE crop of it at 4*SIZE."""
+    env = NSTEnv(image_size=SIZE, device="cpu", crop_scales=(1, 4))
+    samples = [load_image(p, max_side=4 * SIZE) for p in sorted(SAMPLE_STYLE_DIR.glob("*.jpg"))]
+    whole = [chw(resize(image, SIZE, SIZE)) for image in samples]
+    big = [chw(resize(image, 4 * SIZE, 4 * SIZE)) for image in samples]
+    crops = [np.lib.stride_tricks.sliding_window_view(b, (3, SIZE, SIZE))[0] for b in big]  # 3S+1 x 3S+1 windows
+    kinds = []
+    for seed in range(8):
+        style = env.reset(seed=seed)[0]["style"]
+        is_whole = any(np.array_equal(style, w) for w in whole)
+        assert is_whole or any((c == style).all(axis=(2, 3, 4)).any() for c in crops), seed
+        kinds.append(is_whole)
+    assert any(kinds) and not all(kinds)  # both scales were drawn
+    again = NSTEnv(image_size=SIZE, device="cpu", crop_scales=(1, 4)).reset(seed=5)[0]
+    np.testing.assert_array_equal(again["style"], env.reset(seed=5)[0]["style"])
+    default, scale2 = NSTEnv(image_size=SIZE, device="cpu"), NSTEnv(image_size=SIZE, device="cpu", crop_scales=[2])
+    np.testing.assert_array_equal(default.reset(seed=3)[0]["style"], scale2.reset(seed=3)[0]["style"])
 
 
 def test_pin_content_and_style_by_path_array_and_name(env: NSTEnv) -> None:

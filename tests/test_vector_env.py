@@ -366,7 +366,8 @@ def test_throughput_benchmark_writes_its_results(tmp_path: Path) -> None:
     spec.loader.exec_module(bench)  # type: ignore[union-attr]
     vec_envs = ["batched", "batched-bf16", "sync", "subproc"]
     argv = ["--device", "cpu", "--sizes", "16", "--n-envs", "1", "2", "--vec-envs", *vec_envs]
-    rows = bench.main([*argv, "--steps", "4", "--warmup", "1", "--rounds", "2", "--out", str(tmp_path)])
+    timing = ["--steps", "4", "--warmup", "1", "--rounds", "2", "--episode-steps", "2"]
+    rows = bench.main([*argv, *timing, "--out", str(tmp_path)])
     assert [(r["n_envs"], r["vec_env"]) for r in rows] == [(n, kind) for n in (1, 2) for kind in vec_envs]
     assert all(r["steps_per_s"] > 0 and r["floor_per_s"] > 0 and r["timed_steps"] == 4 for r in rows)
     assert all(r["vs_sync"] is not None for r in rows) and [r["vs_sync"] for r in rows if r["vec_env"] == "sync"] == [
@@ -378,6 +379,8 @@ def test_throughput_benchmark_writes_its_results(tmp_path: Path) -> None:
     assert saved["machine"]["torch"] == torch.__version__ and len(saved["results"]) == 8
     table = (tmp_path / "env_throughput.md").read_text()
     assert "| N | vec env | steps/s | floor/s | ratio | vs sync |" in table and "load average" in table
+    with pytest.raises(SystemExit):  # a block of 3 steps would split an episode of 2
+        bench.main([*argv[:4], "--n-envs", "1", "--steps", "3", "--rounds", "1", "--episode-steps", "2"])
 
 
 def test_torchrl_wraps_the_batched_env() -> None:
