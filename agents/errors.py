@@ -29,6 +29,11 @@ class UnsafeModelError(ModelLoadError):
     carries: refused on the inference path (the message says how to convert a trusted file)."""
 
 
+class TrainingStoppedError(RLNSTError, OSError):
+    """A training run stopped by the operating system (a full disk during a checkpoint save, a file that cannot be
+    written): its complete checkpoints are kept, and the message says how to continue with ``--resume``."""
+
+
 class DistributedError(RLNSTError, ConnectionError):
     """A distributed run whose ranks could not join or stopped answering."""
 

@@ -15,12 +15,13 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
-from agents.errors import CheckpointError
+from agents.errors import CheckpointError, one_line
 from agents.files import atomic_path
 
 #: Checkpoint file names: ``rl_model_<steps>_steps.zip`` and its ``replay_buffer_<steps>_steps.pkl``.
@@ -66,13 +67,24 @@ class ResumableCheckpoint(CheckpointCallback):
         self.keep_buffers = keep_buffers
 
     def save_now(self) -> Path:
-        """Write ``rl_model_<steps>_steps.zip`` and its ``replay_buffer_<steps>_steps.pkl``; return the model path."""
+        """Write ``rl_model_<steps>_steps.zip`` and its ``replay_buffer_<steps>_steps.pkl``; return the model path.
+
+        :raises OSError: a write failed (a full disk): nothing of this step is left (a buffer written before the
+            model failed is removed: without its model it is never read), the earlier checkpoints are untouched,
+            and the message names the checkpoint.
+        """
         path = Path(self._checkpoint_path(extension="zip"))
         path.unlink(missing_ok=True)
-        if isinstance(self.model, OffPolicyAlgorithm):
-            with atomic_path(buffer_path(path)) as partial:
-                self.model.save_replay_buffer(partial)
-        save_model(self.model, path)
+        try:
+            if isinstance(self.model, OffPolicyAlgorithm):
+                with atomic_path(buffer_path(path)) as partial:
+                    self.model.save_replay_buffer(partial)
+            save_model(self.model, path)
+        except OSError as exc:
+            buffer_path(path).unlink(missing_ok=True)
+            if exc.errno is None or exc.strerror is None:
+                raise OSError(f"{one_line(exc)} (saving checkpoint {path.name})") from exc
+            raise OSError(exc.errno, f"{exc.strerror} (saving checkpoint {path.name})") from exc
         self.prune_buffers()
         return path
 
@@ -149,6 +161,19 @@ def latest_checkpoint(path: Path) -> Path:
     )
 
 
+def resumed_seed(seed: int | None, steps: int) -> int | None:
+    """The seed of a run resumed at ``steps``: the run's own seed and the step mixed (``np.random.SeedSequence``),
+    so that a resumed run's envs and random generators neither repeat the run's start nor depend on anything but
+    the checkpoint.
+
+    :param seed: the run's seed (``None``: unseeded, and so stays the resumed run).
+    :param steps: the checkpoint's step count.
+    """
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed, steps]).generate_state(1)[0] >> 1)  # below 2**31: any RNG takes it
+
+
 def load_checkpoint(algo_class: type[BaseAlgorithm], checkpoint: Path, env: VecEnv, device: str) -> BaseAlgorithm:
     """A checkpointed model on ``env``, with its replay buffer when one was saved beside it.
 
@@ -165,6 +190,9 @@ def load_checkpoint(algo_class: type[BaseAlgorithm], checkpoint: Path, env: VecE
             f"({type(exc).__name__}: {exc})."
         ) from exc
     print(f"Resuming {checkpoint.parent.parent} from {checkpoint.name} at step {model.num_timesteps}.")
+    # A checkpoint holds neither the envs' episodes in progress nor the random generators' states: the run goes on
+    # with new episodes. Seeded with the run's seed they would draw the run's first images again at every resume.
+    model.set_random_seed(resumed_seed(model.seed, model.num_timesteps))
     if isinstance(model, OffPolicyAlgorithm):
         load_buffer(model, checkpoint)
     return model

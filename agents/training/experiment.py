@@ -24,11 +24,17 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 
-from agents.errors import CheckpointError, ConfigError
+from agents.errors import CheckpointError, ConfigError, RLNSTError, TrainingStoppedError, one_line
 from agents.files import atomic_path, remove_partial_files
 from agents.inference.pictures import save_sequence_picture
 from agents.style_sac import StyleSAC
-from agents.training.checkpoints import ResumableCheckpoint, latest_checkpoint, load_checkpoint, save_model
+from agents.training.checkpoints import (
+    CHECKPOINT_PATTERN,
+    ResumableCheckpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    save_model,
+)
 from agents.training.config import VEC_ENVS, RunSettings, action_noise, algorithm_class, algorithm_kwargs
 from agents.training.distributed import ProcessGroup, replicate
 from agents.training.vec_env import has_vector_entry_point, make_batched_vec_env
@@ -308,6 +314,8 @@ class Experiment:
 
         :param model: the model (new or resumed).
         :return: ``False`` when interrupted.
+        :raises TrainingStoppedError: an ``OSError`` other than the package's own (a full disk during a checkpoint
+            save) stopped training; the message names the newest checkpoint and the command that continues the run.
         """
         settings, n_envs, resumed = self.settings, self.config["n_envs"], self.resumed
         callbacks: list[BaseCallback] = []
@@ -353,9 +361,34 @@ class Experiment:
                     f"Continue with: {self.command} --resume {self.run_dir}"
                 )
             return False
+        except OSError as exc:
+            if self.run_dir is None or isinstance(exc, RLNSTError):  # the package's own errors say what to do
+                raise
+            raise TrainingStoppedError(self.stopped_message(model.num_timesteps, exc)) from exc
         finally:
             model.get_env().close()  # type: ignore[union-attr]
         return True
+
+    def stopped_message(self, steps: int, exc: OSError) -> str:
+        """What to tell when an operating-system error (a full disk) stopped training: the step, the error, the
+        newest checkpoint (every one present is complete: they are written atomically) and how to continue.
+
+        :param steps: the step training stopped at.
+        :param exc: the error.
+        """
+        assert self.run_dir is not None
+        saved = sorted(
+            (int(m.group(1)), p.name)
+            for p in (self.run_dir / "checkpoints").iterdir()
+            if (m := CHECKPOINT_PATTERN.fullmatch(p.name))
+        )
+        head = f"Training stopped at step {steps}: {one_line(exc)}."
+        if not saved:
+            return f"{head} No checkpoint was saved before it: start the run again once the cause is fixed."
+        return (
+            f"{head} The newest checkpoint, {saved[-1][1]}, is complete: once the cause is fixed (e.g. disk space "
+            f"freed), continue with: {self.command} --resume {self.run_dir}"
+        )
 
     def finish(self, model: BaseAlgorithm) -> int:
         """:meth:`fit`, then save ``model.zip`` (and for StyleSAC draw ``sequence.png``) in the run folder.
