@@ -3,9 +3,10 @@ against the floor of the work a step must do.
 
 Vec envs (``--vec-envs``): ``batched`` (:class:`~nst_env.vector.NSTVectorEnv`), ``batched-bf16`` (the same with its
 bfloat16 reward pass), ``sync`` (Gymnasium's ``SyncVectorEnv`` of N ``NSTEnv``s) and ``subproc`` (SB3's
-``SubprocVecEnv``: forked workers, one torch thread each; CPU only). The floor is the VGG-19 work a step must do:
-one pass to relu4_1 over the N images plus their mean/std style statistics (``torch.no_grad``, read back to the
-host), and, at every ``--episode-steps``-th call, as at the step where the N episodes end and the next start, one
+``SubprocVecEnv``: forked workers, one torch thread each; CPU only). The floor is the VGG-19 work a step must do,
+through the env's own reward pass (:meth:`~nst_env.style_transfer.PerceptualReward.features`, which on the CPU runs
+in chunks): one pass to relu4_1 over the N images plus their mean/std style statistics (``torch.no_grad``, read
+back to the host), and, at every ``--episode-steps``-th call, as at the step where the N episodes end and the next start, one
 more pass over their 2N new content and style images: no float32 step of N envs can be cheaper. A timed block
 holds whole episodes (``--steps / --rounds`` is a multiple of ``--episode-steps``).
 
@@ -158,8 +159,8 @@ def measure(
     :raises ValueError: ``steps / rounds`` is not a multiple of ``episode_steps``.
     """
     from nst_env.losses import STYLE_LAYERS, style_statistics
+    from nst_env.style_transfer import PerceptualReward, quantise
     from nst_env.utils import resolve_device
-    from nst_env.vgg import VGG19Features
 
     device = resolve_device(device_name)
     per_round = max(1, steps // rounds)
@@ -170,16 +171,16 @@ def measure(
         )
     step, close = make_vec(kind, n_envs, size, str(device), episode_steps)
     layers = STYLE_LAYERS["meanstd"]  # relu1_1 ... relu4_1
-    floor_net = VGG19Features(layers, device=device)
+    reward = PerceptualReward("meanstd", device)
     actions = np.random.default_rng(0).random((4, n_envs, 3, size, size), dtype=np.float32)
-    floor_input = torch.from_numpy(actions[0]).to(device)
-    starts_input = torch.from_numpy(np.concatenate(actions[1:3])).to(device)  # 2N episode-start images
+    floor_input = torch.from_numpy(quantise(actions[0])).to(device)
+    starts_input = torch.from_numpy(quantise(np.concatenate(actions[1:3]))).to(device)  # 2N episode-start images
 
     def floor_call(i: int) -> None:
         with torch.no_grad():
-            stats = style_statistics(floor_net(floor_input), "meanstd", layers)
+            stats = style_statistics(reward.features(floor_input), "meanstd", layers)
             if i % episode_steps == episode_steps - 1:  # the episodes end: the next ones' photos and styles
-                style_statistics(floor_net(starts_input), "meanstd", layers)
+                style_statistics(reward.features(starts_input), "meanstd", layers)
         stats[layers[-1]][1].sum().item()  # the env reads its losses back to the host every step too
 
     def block(call: Callable[[int], object], count: int) -> float:
@@ -245,9 +246,11 @@ def markdown(rows: list[dict[str, object]], info: dict[str, object]) -> str:
         "# NST-v0 env throughput",
         "",
         "Env steps/s of all envs together; floor/s: env steps/s that one VGG-19 pass to relu4_1 plus the mean/std "
-        "style statistics of the N images allows (no_grad); ratio = floor time / step time (goal for `batched`: "
-        f">= {GOAL:.2f}, within 1.1x of the floor); vs sync: steps/s over `sync`'s. Medians of timed blocks, "
-        "interleaved in rounds.",
+        "style statistics of the N images allows, with one more pass over the 2N new photos and styles at each "
+        "episode end (no_grad; the env's own reward pass, in chunks on the CPU); ratio = floor time / step time (goal for `batched`: "
+        f">= {GOAL:.2f}, within 1.1x of the floor); vs sync: steps/s over `sync`'s. Medians of timed blocks of "
+        "whole episodes, interleaved in rounds. `subproc` runs one process per env, so it uses every core "
+        "whatever `threads` says.",
         "",
         "| device | threads | size | N | vec env | steps/s | floor/s | ratio | vs sync | step ms | floor ms | goal |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
@@ -273,29 +276,28 @@ def markdown(rows: list[dict[str, object]], info: dict[str, object]) -> str:
 
 
 def plot(rows: list[dict[str, object]], path: Path) -> None:
+    """Env steps/s against N, one panel per (device, threads, size), one line per vec env, the floor dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['vec_env']}\n{r['device']} x{r['threads']}\n{r['size']} px, N={r['n_envs']}" for r in rows]
-    x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(rows)), 4.5))
-    env_bars = ax.bar(x - 0.2, [r["steps_per_s"] for r in rows], 0.4, label="env steps/s (all envs)")
-    ax.bar(x + 0.2, [r["floor_per_s"] for r in rows], 0.4, label="floor (batched VGG to relu4_1 + stats)")
-    for bar, r in zip(env_bars, rows):
-        ax.annotate(
-            f"{r['ratio']:.2f}",
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize=7,
-        )
-    ax.set_yscale("log")
-    ax.set_xticks(x, labels, fontsize=7)
-    ax.set_ylabel("env steps per second (log scale)")
-    ax.set_title("NST-v0 throughput; bar labels: floor time / step time", fontsize=10)
-    ax.legend(fontsize=8)
+    panels = list(dict.fromkeys((r["device"], r["threads"], r["size"]) for r in rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False, sharey=False)
+    for ax, (device, threads, size) in zip(axes[0], panels):
+        panel = [r for r in rows if (r["device"], r["threads"], r["size"]) == (device, threads, size)]
+        for kind in dict.fromkeys(r["vec_env"] for r in panel):
+            line = [r for r in panel if r["vec_env"] == kind]
+            ax.plot([r["n_envs"] for r in line], [r["steps_per_s"] for r in line], "o-", label=kind)
+        floor = [r for r in panel if r["vec_env"] == panel[0]["vec_env"]]
+        ax.plot([r["n_envs"] for r in floor], [r["floor_per_s"] for r in floor], "k--", label="batched VGG floor")
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{device} x{threads}, {size} px", fontsize=9)
+        ax.set_xlabel("N (envs)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("env steps/s (all envs)", fontsize=8)
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle("NST-v0 throughput", fontsize=10)
     save_figure(fig, path)
 
 

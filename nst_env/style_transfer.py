@@ -37,6 +37,10 @@ from nst_env.vgg import VGG19Features
 #: The reward pass's precisions: ``"bfloat16"`` runs VGG-19 under :func:`torch.autocast` (the losses are summed in
 #: float32 either way).
 PRECISIONS = ("float32", "bfloat16")
+#: On the CPU the reward pass runs VGG-19 on chunks of at most this many pixels (and at least one image): a larger
+#: batch was slower per image there (``benchmarks/results/env_throughput_unchunked/``: one 128 px image per pass,
+#: four at 64 px, were the fastest); on a GPU the whole batch goes in one pass.
+CPU_CHUNK_PIXELS = 4 * 64 * 64
 #: ``reset`` options of ``NST-v0``: the images to pin.
 RESET_OPTIONS = ("content", "style")
 
@@ -216,15 +220,20 @@ class PerceptualReward:
         self.vgg = VGG19Features(content_style_layers(style_loss), weights=vgg_weights, device=device)
 
     def features(self, images: np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
-        """VGG-19 activations of ``N x 3 x H x W`` uint8 images (a numpy array, or a tensor on any device).
+        """VGG-19 activations of ``N x 3 x H x W`` uint8 images (a numpy array, or a tensor on any device); on the
+        CPU in chunks of :data:`CPU_CHUNK_PIXELS`.
 
         :param images: the images.
         """
         batch = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
         batch = batch.to(self.device, non_blocking=True).float().div_(255.0)
         bf16 = self.precision == "bfloat16"
+        chunk = max(1, CPU_CHUNK_PIXELS // (batch.shape[-2] * batch.shape[-1])) if self.device.type == "cpu" else 0
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
-            return self.vgg(batch)
+            if not chunk or len(batch) <= chunk:
+                return self.vgg(batch)
+            parts = [self.vgg(part) for part in batch.split(chunk)]
+            return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
 
     def targets(
         self, content: Mapping[str, torch.Tensor], style: Mapping[str, torch.Tensor]

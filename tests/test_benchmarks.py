@@ -20,7 +20,7 @@ from agents.inference.models import load_policy
 from agents.style_sac import StyleSAC
 from agents.training import experiment
 from agents.training.config import ALGOS, algorithm_class
-from benchmarks import ablation, compare_algorithms, quality, speed, train_throughput
+from benchmarks import ablation, compare_algorithms, quality, reward_precision, speed, train_throughput
 from benchmarks.metrics import QualityMetrics, ssim
 from nst_env.images import load_image, resize, resolve_sample
 
@@ -385,3 +385,27 @@ def test_train_cli_runs_and_resumes_a_stock_algorithm(tmp_path: Path) -> None:
         train.main(["--algo", "sac", "--resume", str(run), *fast])
     with pytest.raises(SystemExit, match="StyleSAC options"):
         train.main(["--algo", "sac", "--init", "rlministyler", "-f", str(tmp_path), *fast])
+
+
+def test_reward_precision_compares_the_two_reward_passes(tmp_path: Path) -> None:
+    (row,) = reward_precision.main(
+        [
+            "--sizes",
+            "16",
+            "--n-envs",
+            "2",
+            "--episodes",
+            "1",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert row["env_steps"] == 20 and row["reward_f32_median"] < 0
+    assert 0 <= row["rel_diff_median"] <= row["rel_diff_p95"] <= row["rel_diff_max"] < 0.1  # bfloat16: ~3 digits
+    assert 0.5 < row["same_sign_of_change"] <= 1
+    document = read_json(tmp_path / "reward_precision.json")
+    assert document["machine"]["cpu_capability"] and document["rows"] == [row]

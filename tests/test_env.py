@@ -16,6 +16,7 @@ from gymnasium.utils.env_checker import check_env
 import nst_env
 from nst_env import NSTEnv, load_image
 from nst_env.images import SAMPLE_CONTENT_DIR, SAMPLE_STYLE_DIR, resize
+from nst_env.style_transfer import CPU_CHUNK_PIXELS, PerceptualReward
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -374,3 +375,20 @@ def test_ppo_learns_a_few_hundred_steps() -> None:
     action, _ = model.predict(obs, deterministic=True)
     assert action.shape == (3, 36, 36) and env.action_space.contains(action)  # predict clips to the Box
     env.step(action)
+
+
+def test_cpu_reward_pass_runs_in_chunks_with_the_same_features() -> None:
+    """On the CPU, PerceptualReward.features runs VGG-19 on chunks of CPU_CHUNK_PIXELS (4 images at 64 px): the
+    same activations as one pass over the whole batch."""
+    reward = PerceptualReward("meanstd", torch.device("cpu"))
+    images = np.random.default_rng(0).integers(0, 256, (6, 3, 64, 64), dtype=np.uint8)
+    batches: list[int] = []
+    hook = reward.vgg.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
+    chunked = reward.features(images)
+    hook.remove()
+    assert batches == [CPU_CHUNK_PIXELS // (64 * 64), 6 - CPU_CHUNK_PIXELS // (64 * 64)]
+    with torch.no_grad():
+        whole = reward.vgg(torch.from_numpy(images).float() / 255.0)
+    assert chunked.keys() == whole.keys()
+    for name in whole:
+        torch.testing.assert_close(chunked[name], whole[name], rtol=1e-4, atol=1e-5)
