@@ -14,6 +14,7 @@ from agents import StyleSAC
 from agents.cli import train_sac
 from benchmarks.gpu_suite import cli, runner
 from benchmarks.gpu_suite.report import STAGE_TABLES, TARGETS
+from benchmarks.gpu_suite.stages import ENV_COUNTS, ENV_KINDS, env_estimate
 from nst_env.losses import pack_mean_std
 from nst_env.style_transfer import NSTEnv
 
@@ -94,27 +95,52 @@ def test_dry_run_records_every_stage_within_its_budget(tmp_path: Path) -> None:
     # Rows that are there hold measurements.
     assert all(r["size"] == 32 and (r["ms_per_step"] or 0) > 0 for r in tables[titles["stylize"]])
     assert all(r["updates_per_s"] > 0 for r in tables[titles["train"]] if not r["note"])
+    env = tables[titles["env"]]  # the settings in order, as far as the stage got (bfloat16 is slow on this CPU)
+    assert [(r["n_envs"], r["vec_env"]) for r in env] == [(n, k) for n in ENV_COUNTS for k in ENV_KINDS][: len(env)]
+    assert all(r["size"] == 32 for r in env)
+    assert all(r["steps_per_s"] > 0 and r["floor_per_s"] > 0 for r in env if not r["note"])
+    assert all(r["note"].startswith(("not measured", "error")) for r in env if r["note"]), env
     assert {r["target"] for r in tables["Targets (issue 14)"]} == {t[1] for t in TARGETS}
 
 
 def test_stage_caps_share_the_time_left_by_weight() -> None:
     """A fixed ``--cap`` is kept and taken out of the time the others share; the machine stage gets at most a
     minute; the others share what is left by :data:`runner.WEIGHTS`, at least 10 s each."""
-    later = ["machine", "train", "stylize", "finetune"]
+    later = ["machine", "train", "env", "stylize", "finetune"]
     assert runner.stage_cap("machine", later, {}, 600.0) == runner.MACHINE_CAP_S
     assert runner.stage_cap("machine", later, {}, 5.0) == 10.0
-    assert runner.stage_cap("train", later[1:], {}, 900.0) == 900.0 * 3 / 9
-    assert runner.stage_cap("train", later[1:], {"finetune": 300.0}, 900.0) == 600.0 * 3 / 5
+    assert runner.stage_cap("train", later[1:], {}, 990.0) == 990.0 * 3 / 11
+    assert runner.stage_cap("train", later[1:], {"finetune": 300.0}, 900.0) == 600.0 * 3 / 7
+    assert runner.stage_cap("env", later[2:], {}, 800.0) == 800.0 * 2 / 8
     assert runner.stage_cap("finetune", ["finetune"], {"finetune": 42.0}, 1.0) == 42.0
-    assert runner.stage_cap("stylize", later[2:], {}, 0.0) == 10.0
+    assert runner.stage_cap("stylize", later[3:], {}, 0.0) == 10.0
+
+
+def test_env_estimate_scales_steps_by_pixels_and_sync_set_up_by_envs() -> None:
+    """The env stage's estimate: the measured steps' time grows with N * size**2; the set-up (the rest of the
+    measured wall time) stays for the batched env and grows as well for ``sync``, which builds N envs."""
+    measured = {"size": 64, "n_envs": 16, "step_ms": 30.0, "floor_ms": 10.0, "wall_s": 3.0}  # 25 calls: 1 s + 2 s
+    assert env_estimate(None, "batched", 64, 16, 25) == 0.0
+    assert env_estimate(measured, "batched", 64, 16, 25) == pytest.approx(3.0)
+    assert env_estimate(measured, "batched", 256, 16, 25) == pytest.approx(2.0 + 16.0)
+    assert env_estimate(measured, "batched-bf16", 64, 256, 25) == pytest.approx(2.0 + 16.0)
+    assert env_estimate(measured, "sync", 64, 256, 25) == pytest.approx(16 * 3.0)
+    assert env_estimate(measured, "sync", 64, 1, 25) == pytest.approx(3.0 / 16)
 
 
 @pytest.mark.slow
 def test_dry_run_with_time_for_every_stage_completes_them(tmp_path: Path) -> None:
-    report = run_suite(tmp_path, "--minutes", "4", "--n-envs", "1", "2")
+    report = run_suite(tmp_path, "--minutes", "5", "--n-envs", "1", "2")
     stages = {row["stage"]: row for row in report["rows"]}
-    assert all(stages[s]["status"] == "ok" for s in ("machine", "train", "stylize", "finetune")), stages
+    assert all(stages[s]["status"] == "ok" for s in ("machine", "train", "env", "stylize", "finetune")), stages
     tables = report["extra_tables"]
+    env = tables["NST-v0 env throughput: batched env vs SyncVectorEnv"]
+    assert [(r["n_envs"], r["vec_env"]) for r in env] == [(n, k) for n in ENV_COUNTS for k in ENV_KINDS]
+    measured = {(r["n_envs"], r["vec_env"]): r for r in env if not r["note"]}
+    assert {(1, "batched"), (1, "sync"), (16, "batched")} <= set(measured), env  # N = 256: not measured here
+    assert all(r["steps_per_s"] > 0 and r["ratio"] > 0 and r["timed_steps"] == 10 for r in measured.values())
+    assert measured[(1, "batched")]["vs_sync"] > 0 and measured[(1, "sync")]["vs_sync"] == 1.0
+    assert all(r["note"].startswith("not measured") for r in env if r["note"]), env
     train = tables["StyleSAC training throughput"]
     assert [(r["n_envs"], r["amp"]) for r in train] == [(1, False), (1, True), (2, False), (2, True)]
     measured = [r for r in train if not r["note"]]  # the last may not fit: SubprocVecEnv workers start slowly here

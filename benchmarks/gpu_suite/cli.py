@@ -17,12 +17,13 @@ from benchmarks.common import RESULTS_DIR, benchmark_parser
 from benchmarks.gpu_suite.finetune import run_finetune, stage_evaluate
 from benchmarks.gpu_suite.report import write_reports
 from benchmarks.gpu_suite.runner import STAGES, Emit, StageResult, emitter, run_in_child, run_tests, stage_cap
-from benchmarks.gpu_suite.stages import stage_machine, stage_stylize, stage_train
+from benchmarks.gpu_suite.stages import stage_env, stage_machine, stage_stylize, stage_train
 from nst_env.images import SAMPLE_CONTENT_DIR, SAMPLE_STYLE_DIR
 
 STAGE_FUNCTIONS: dict[str, Callable[[argparse.Namespace, float, Emit], None]] = {
     "machine": stage_machine,
     "train": stage_train,
+    "env": stage_env,
     "stylize": stage_stylize,
     "evaluate": stage_evaluate,
 }
@@ -66,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--image-size",
         type=int,
         default=None,
-        help="dry run: every training, stylisation and fine-tune size becomes this (evaluation: S, 2S)",
+        help="dry run: every training, env, stylisation and fine-tune size becomes this (evaluation: S, 2S)",
     )
     p.add_argument("--skip", nargs="*", default=[], choices=STAGES, help="stages to leave out")
     p.add_argument("--cap", nargs="*", default=[], metavar="STAGE:MINUTES", help="fixed cap for a stage")

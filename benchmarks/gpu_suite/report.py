@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from benchmarks.common import Report, Row, machine_info, pyplot, save_figure, settings_of
+from benchmarks.env_throughput import compare_with_sync
 from benchmarks.gpu_suite.runner import StageResult
 
 #: Targets of issue 14, reported against: ``(stage, description, image side, limit)``.
@@ -135,6 +136,33 @@ STAGE_TABLES: dict[str, tuple[str, list[str], list[str]]] = {
             "their own)."
         ],
     ),
+    "env": (
+        "NST-v0 env throughput: batched env vs SyncVectorEnv",
+        [
+            "size",
+            "n_envs",
+            "vec_env",
+            "steps_per_s",
+            "floor_per_s",
+            "ratio",
+            "vs_sync",
+            "step_ms",
+            "floor_ms",
+            "timed_steps",
+            "wall_s",
+            "note",
+        ],
+        [
+            "`benchmarks.env_throughput.measure` on the suite's device: env steps/s of all N envs together, "
+            "`batched` (`NSTVectorEnv`), `batched-bf16` (its bfloat16 reward pass) and `sync` (Gymnasium's "
+            "`SyncVectorEnv` of N `NSTEnv`s), 10-step episodes reset inside the timed steps. `floor_per_s`: the "
+            "env steps/s that the batched float32 VGG-19 pass to relu4_1 plus the style statistics of the N images "
+            "(and the episode-start images) allows; `ratio` = floor time / step time (1: as fast as the floor); "
+            "`vs_sync`: steps/s over `sync`'s at the same size and N. Medians of the timed blocks; `wall_s`: the "
+            "setting's time, set-up included. On a CPU without native bfloat16 (AVX2) `batched-bf16` is far slower "
+            "than float32."
+        ],
+    ),
     "stylize": (
         "Stylisation: ms per step of the released RLMiniStyler",
         ["method", "precision", "device", "size", "ms_per_step", "repeats", "peak_mb", "note"],
@@ -189,6 +217,8 @@ def write_reports(args: argparse.Namespace, results: dict[str, StageResult], sec
         title, columns, notes = STAGE_TABLES[stage]
         notes = [*notes, f"Stage status: {result.status}" + (f" ({result.error})" if result.error else "") + "."]
         extra = []
+        if stage == "env":
+            compare_with_sync([r for r in result.rows if r.get("steps_per_s")])
         if stage == "finetune":
             extra.append(
                 (

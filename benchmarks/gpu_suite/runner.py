@@ -22,10 +22,10 @@ from pathlib import Path
 from benchmarks.common import Row
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("machine", "tests", "train", "stylize", "finetune")
+STAGES = ("machine", "tests", "train", "env", "stylize", "finetune")
 #: Share of the remaining budget each stage gets when it starts (renormalised over the stages still to run,
 #: so a skipped stage's share goes to the later ones; the fine-tune takes what is left).
-WEIGHTS = {"tests": 3.0, "train": 3.0, "stylize": 2.0, "finetune": 4.0}
+WEIGHTS = {"tests": 3.0, "train": 3.0, "env": 2.0, "stylize": 2.0, "finetune": 4.0}
 #: Cap of the machine stage (it takes seconds; what it leaves goes to the later stages).
 MACHINE_CAP_S = 60.0
 #: Seconds a stage gets after SIGTERM at its cap before SIGKILL (``train_sac`` saves a checkpoint on SIGTERM).

@@ -2,6 +2,8 @@
 
 - ``machine``: device name, torch, CUDA, cuDNN and driver versions (``nvidia-smi`` when present).
 - ``train``: StyleSAC env steps/s and updates/s per image size, AMP off and on, and ``--n-envs`` setting.
+- ``env``: NST-v0's env steps/s of ``NSTVectorEnv`` (float32, bfloat16) and of a ``SyncVectorEnv`` of ``NSTEnv``s
+  at N = 1, 16, 256 envs and 64 and 256 px, each against the batched VGG-19 floor (``benchmarks.env_throughput``).
 - ``stylize``: ms per stylisation step of the released RLMiniStyler per size, PyTorch float32 and float16
   autocast and ONNX Runtime, with peak memory.
 """
@@ -159,6 +161,74 @@ def stage_train(args: argparse.Namespace, deadline: float, emit: Emit) -> None:
             row = {"size": size, "amp": amp, "n_envs": n_envs, "note": f"error: {type(exc).__name__}: {exc}"}
         longest_setup = max(longest_setup, row.get("setup_s", 0.0))
         emit(row)
+
+
+# ---------------------------------------------------------------------------------------------- stage: env
+#: The env stage's vec envs (:data:`benchmarks.env_throughput.VEC_ENVS` less ``subproc``, whose forked workers
+#: cannot use CUDA), env counts and image sides.
+ENV_KINDS = ("batched", "batched-bf16", "sync")
+ENV_COUNTS = (1, 16, 256)
+ENV_SIZES = (64, 256)
+
+
+def env_estimate(reference: Row | None, kind: str, size: int, n_envs: int, calls: int) -> float:
+    """Seconds a setting of the env stage is expected to take, from a measured one: its steps' time scaled by
+    the pixels per step (``n_envs * size**2``), plus its set-up (scaled too for ``sync``, which builds N envs).
+
+    :param reference: a measured row of the stage (``wall_s``, ``step_ms``, ``floor_ms``, ``size``, ``n_envs``);
+        ``None``: nothing measured yet, no estimate (0 s).
+    :param kind: the setting's vec env.
+    :param size: the setting's image side.
+    :param n_envs: the setting's env count.
+    :param calls: env steps and floor calls per setting, warm-up included.
+    """
+    if reference is None:
+        return 0.0
+    scale = n_envs * size**2 / (reference["n_envs"] * reference["size"] ** 2)
+    work = calls * (reference["step_ms"] + reference["floor_ms"]) / 1e3
+    setup = max(reference["wall_s"] - work, 0.0)
+    return (setup * scale if kind == "sync" else setup) + work * scale
+
+
+def stage_env(args: argparse.Namespace, deadline: float, emit: Emit) -> None:
+    """Env steps/s of every (size, N, vec env) setting against the batched VGG-19 floor
+    (:func:`benchmarks.env_throughput.measure`: 20 timed steps in 2 rounds after 5 of warm-up; the dry run: 10 in
+    1 round, no warm-up).
+
+    A setting whose estimate (:func:`env_estimate`, from the last measured setting of its vec env, else of
+    ``batched``) exceeds the time left is emitted as not measured; one that raises is emitted with its error and
+    the next one runs.
+
+    :param args: the suite's arguments (``device``, ``image_size``).
+    :param deadline: when to be done (``time.time()`` seconds).
+    :param emit: receives each row.
+    """
+    from benchmarks.common import configure_torch
+    from benchmarks.env_throughput import measure
+
+    configure_torch(None)
+    sizes = [args.image_size] if args.image_size else list(ENV_SIZES)
+    steps, rounds, warmup = (10, 1, 0) if args.image_size else (20, 2, 5)
+    measured: dict[str, Row] = {}  # vec env -> its last measured row
+    for size in sizes:
+        for n_envs in ENV_COUNTS:
+            for kind in ENV_KINDS:
+                setting = {"size": size, "n_envs": n_envs, "vec_env": kind}
+                reference = measured.get(kind, measured.get("batched"))
+                need = env_estimate(reference, kind, size, n_envs, steps + warmup)
+                left = deadline - time.time()
+                if need + 1.0 > left:
+                    estimate = f", ~{need:.0f} s needed" if reference else ""
+                    emit({**setting, "note": f"not measured: {max(left, 0.0):.0f} s left{estimate}"})
+                    continue
+                start = time.monotonic()
+                try:
+                    row = measure(args.device, size, n_envs, kind, steps, warmup, rounds, episode_steps=10)
+                except Exception as exc:  # a failing setting is recorded, the next one runs
+                    emit({**setting, "note": f"error: {type(exc).__name__}: {exc}"})
+                    continue
+                measured[kind] = {**row, "wall_s": time.monotonic() - start, "note": ""}
+                emit(measured[kind])
 
 
 # ---------------------------------------------------------------------------------------------- stage: stylize
