@@ -4,7 +4,7 @@ against the floor of the work a step must do.
 Vec envs (``--vec-envs``): ``batched`` (:class:`~nst_env.vector.NSTVectorEnv`), ``batched-bf16`` (the same with its
 bfloat16 reward pass), ``sync`` (Gymnasium's ``SyncVectorEnv`` of N ``NSTEnv``s) and ``subproc`` (SB3's
 ``SubprocVecEnv``: forked workers, one torch thread each; CPU only). The floor is the VGG-19 work a step must do,
-through the env's own reward pass (:meth:`~nst_env.style_transfer.PerceptualReward.features`, which on the CPU runs
+through the env's own reward pass (:meth:`~nst_env.reward.PerceptualReward.features`, which on the CPU runs
 in chunks): one pass to relu4_1 over the N images plus their mean/std style statistics (``torch.no_grad``, read
 back to the host), and, at every ``--episode-steps``-th call, as at the step where the N episodes end and the next start, one
 more pass over their 2N new content and style images: no float32 step of N envs can be cheaper. A timed block
@@ -159,7 +159,8 @@ def measure(
     :raises ValueError: ``steps / rounds`` is not a multiple of ``episode_steps``.
     """
     from nst_env.losses import STYLE_LAYERS, style_statistics
-    from nst_env.style_transfer import PerceptualReward, quantise
+    from nst_env.reward import PerceptualReward
+    from nst_env.style_transfer import quantise
     from nst_env.utils import resolve_device
 
     device = resolve_device(device_name)

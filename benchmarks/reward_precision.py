@@ -25,7 +25,7 @@ from agents.cli import cli_main, int_range
 from agents.inference.models import load_policy
 from benchmarks.common import Report, Row, benchmark_parser, configure_torch, machine_info, settings_of, synchronize
 from nst_env import NSTVectorEnv
-from nst_env.style_transfer import PRECISIONS
+from nst_env.reward import PRECISIONS
 from nst_env.utils import resolve_device
 
 

@@ -16,7 +16,7 @@ from gymnasium.utils.env_checker import check_env
 import nst_env
 from nst_env import NSTEnv, load_image
 from nst_env.images import SAMPLE_CONTENT_DIR, SAMPLE_STYLE_DIR, resize
-from nst_env.style_transfer import CPU_CHUNK_PIXELS, PerceptualReward
+from nst_env.reward import CPU_CHUNK_PIXELS, PerceptualReward
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -274,8 +274,8 @@ def test_vgg_runs_once_per_step_and_style_statistics_once_per_episode(
     batches: list[int] = []
     hook = env.vgg.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
     stats_calls = []
-    original = nst_env.style_transfer.style_statistics
-    monkeypatch.setattr(nst_env.style_transfer, "style_statistics", lambda *a: stats_calls.append(1) or original(*a))
+    original = nst_env.reward.style_statistics
+    monkeypatch.setattr(nst_env.reward, "style_statistics", lambda *a: stats_calls.append(1) or original(*a))
     try:
         env.reset(seed=0)
         for _ in range(3):

@@ -329,9 +329,10 @@ def test_command_matches_recorded_settings(prefix: str, command: str) -> None:
     given = flags(command)
     module = command.split()[2].removeprefix("benchmarks.")
     name = given.get("name", [module])[0]
-    path = RESULTS / f"{name}.json"
-    assert path.exists(), f"{prefix}: {command!r} names no results file ({path.name})"
-    settings = load(path.name).get("settings")
+    folder = ROOT / given["out"][0] if "out" in given else RESULTS
+    path = folder / f"{name}.json"
+    assert path.exists(), f"{prefix}: {command!r} names no results file ({path.relative_to(ROOT)})"
+    settings = json.loads(path.read_text()).get("settings")
     if not isinstance(settings, dict):
         pytest.skip(f"{path.name} records no settings")
     for key, values in given.items():

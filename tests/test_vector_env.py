@@ -182,9 +182,9 @@ def test_one_vgg_pass_and_one_host_copy_per_step_style_statistics_once_per_episo
     batches: list[int] = []
     envs.vgg.register_forward_hook(lambda module, args, out: batches.append(args[0].shape[0]))
     statistics, copies = [], []
-    original_stats, original_copy = nst_env.style_transfer.style_statistics, nst_env.vector.to_host
+    original_stats, original_copy = nst_env.reward.style_statistics, nst_env.vector.to_host
     monkeypatch.setattr(
-        nst_env.style_transfer,
+        nst_env.reward,
         "style_statistics",
         lambda feats, *a: statistics.append(len(next(iter(feats.values())))) or original_stats(feats, *a),
     )
