@@ -114,9 +114,14 @@ def test_residual_builder_starts_from_the_photo_at_the_target_entropy() -> None:
 
 
 def test_init_from_released_weights_uses_the_papers_builder() -> None:
-    config = build_config(init="rlministyler")
-    assert config["policy_kwargs"]["residual_builder"] is False and config["policy_kwargs"]["initial_log_scale"] is None
-    assert build_config()["policy_kwargs"]["residual_builder"] is True  # from scratch: residual
+    for config in (build_config(init="rlministyler"), build_config()):  # NST-v0's file entry fine-tunes by default
+        assert config["init"] == "rlministyler"
+        assert config["policy_kwargs"]["residual_builder"] is False
+        assert config["policy_kwargs"]["initial_log_scale"] is None
+    scratch = build_config(init="none")  # from scratch: residual builder at the target entropy
+    assert scratch["init"] is None and scratch["policy_kwargs"]["residual_builder"] is True
+    assert build_config(init="rlnst:blue_swirls")["init"] == "rlnst:blue_swirls"
+    assert build_config(policy="RLNSTPolicy", env_kwargs={"style": "starry_night"})["init"] is None  # its own entry
 
 
 def test_critics_can_read_the_style() -> None:

@@ -120,8 +120,9 @@ def build_parser(description: str = __doc__.split("\n")[0]) -> argparse.Argument
     p.add_argument(
         "--init",
         default=None,
-        help="start actor+builder from released weights: rlministyler, or rlnst:blue_swirls "
-        "(fire, maxresdefault; selects RLNSTPolicy and, unless --style is given, its style)",
+        help="start actor+builder from released weights: rlministyler, rlministyler_ft128, or rlnst:blue_swirls "
+        "(fire, maxresdefault; selects RLNSTPolicy and, unless --style is given, its style); default: the "
+        "hyper-parameter file's (NST-v0: rlministyler); 'none': from scratch",
     )
     p.add_argument(
         "--resume",

@@ -31,6 +31,8 @@ HYPERPARAMS_DIR = Path(__file__).parent / "hyperparams"
 HYPERPARAMS_FILE = HYPERPARAMS_DIR / "style_sac.yml"
 #: Keys of a run configuration that are not algorithm constructor arguments (``noise_*``: RL Zoo's action noise
 #: of TD3-like algorithms, see :mod:`agents.train`).
+#: ``--init`` value that trains from scratch where the hyper-parameter file names released weights.
+NO_INIT = "none"
 RUN_KEYS = ("policy", "n_timesteps", "env_kwargs", "n_envs", "algo", "noise_type", "noise_std")
 #: Integer hyper-parameters that must be at least 1 (the algorithms do not all check them).
 POSITIVE_KEYS = ("buffer_size", "batch_size", "n_steps", "actor_update_interval")
@@ -150,7 +152,8 @@ def build_config(
     :param n_envs: parallel envs (``None``: the file's, else 1).
     :param env_kwargs: env arguments on top of the file's (``None`` values are left out).
     :param seed: the run's seed.
-    :param init: released weights to start the actor and builder from (``rlministyler``, ``rlnst:NAME``, ...).
+    :param init: released weights to start the actor and builder from (``rlministyler``, ``rlnst:NAME``, ...;
+        ``None``: the file's ``init`` where the entry's policy is used; ``"none"``: from scratch).
     :param hyperparams_file: the algorithm's hyper-parameter file.
     :raises ConfigError: an entry, override or style that cannot be used.
     """
@@ -162,14 +165,18 @@ def build_config(
     single_style_default = not getattr(default_policy, "needs_style_image", True)
     if policy is None and (init or "").startswith(RLNST_PREFIX) and not single_style_default:
         policy = "RLNSTPolicy"
-    config = merge(table[hyperparams_key(table, env_id, policy, hyperparams_file)], parse_overrides(overrides))
+    entry = table[hyperparams_key(table, env_id, policy, hyperparams_file)]
+    config = merge(entry, parse_overrides(overrides))
+    if init is None and config.get("policy") == entry.get("policy"):  # the file's init belongs to its policy
+        init = config.get("init")
     config.update(
         {k: v for k, v in {"policy": policy, "n_timesteps": n_timesteps, "n_envs": n_envs}.items() if v is not None}
     )
     given = {k: v for k, v in (env_kwargs or {}).items() if v is not None}
     config["env_kwargs"] = {**config.get("env_kwargs", {}), **given}
     config.setdefault("n_envs", 1)
-    config["env_id"], config["seed"], config["init"] = env_id, seed, init
+    config["env_id"], config["seed"] = env_id, seed
+    config["init"] = None if init in (None, "", NO_INIT) else init
     pin_single_style(config)
     use_released_architecture(config)
     return config
