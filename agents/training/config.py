@@ -123,6 +123,8 @@ def use_released_architecture(config: dict[str, Any]) -> None:
     :param config: the run configuration; its ``policy_kwargs`` are changed in place.
     """
     kwargs = config.setdefault("policy_kwargs", {})
+    if not isinstance(kwargs, dict):  # the algorithm refuses it with one line (algorithm_kwargs)
+        return
     if config.get("init") and config["policy"] == "MiniStylerPolicy" and kwargs.get("residual_builder"):
         print("--init loads the released weights: using the papers' builder (residual_builder: false).")
         kwargs.update(residual_builder=False, initial_log_scale=None)
