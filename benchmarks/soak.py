@@ -8,7 +8,7 @@ buffer's fill and the 1-minute load average):
 
 - training: StyleSAC on ``NST-v0`` at ``--image-size`` with the hyper-parameter file's settings (``--hyperparams``
   overrides some, as for ``agents.train_sac``, which builds the run the same way:
-  :class:`agents.training.experiment.Experiment`) for ``--minutes``, a checkpoint
+  :class:`agents.training.experiment.Experiment`) for ``--minutes`` (or ``--max-steps`` env steps), a checkpoint
   (model zip and replay buffer, :class:`agents.training.checkpoints.ResumableCheckpoint`) every ``--save-every-s``
   seconds, then ``model.zip``;
 - stylisation: that ``model.zip`` loaded as ``agents.stylize`` loads it (with its default backend, ``--backend``),
@@ -57,6 +57,8 @@ STEPS, FILL, CHECKPOINTS, IMAGES = range(4)
 MIB = 2**20
 #: Photos of the stylisation phase, each a built-in one at a size of its own.
 PHOTOS = 32
+#: The columns of ``soak_rss.csv``, one row per sample (the counters in :data:`STEPS` ... :data:`IMAGES` order).
+SAMPLE_FIELDS = ("phase", "seconds", "rss_mib", "steps", "buffer_transitions", "checkpoints", "images", "load_1min")
 
 
 def load_1min() -> float | None:
@@ -78,7 +80,8 @@ def buffer_bytes(buffer: Any) -> int:
 
 
 def train(settings: dict[str, Any], folder: str, progress: Any, results: Any) -> None:
-    """The training phase, in its own process: train for ``minutes`` with a checkpoint every ``save_every_s``.
+    """The training phase, in its own process: train for ``minutes`` (at most ``max_steps`` env steps) with a
+    checkpoint every ``save_every_s``.
 
     :param settings: the command's arguments.
     :param folder: where the run folder goes.
@@ -131,7 +134,7 @@ def train(settings: dict[str, Any], folder: str, progress: Any, results: Any) ->
         TimedCheckpoint(settings["save_every_s"], run_dir / "checkpoints"),
         WallClockLimit(60.0 * settings["minutes"]),
     ]
-    model.learn(2**62, callback=CallbackList(callbacks), log_interval=10)
+    model.learn(settings["max_steps"] or 2**62, callback=CallbackList(callbacks), log_interval=10)
     save_model(model, run_dir / "model.zip")
     results.put(
         {
@@ -196,13 +199,17 @@ def stylize(settings: dict[str, Any], folder: str, model: str, progress: Any, re
     results.put({"images": settings["images"], "backend": type(runner).__name__, "peak_rss_mib": peak_rss_mib()})
 
 
-def run_phase(name: str, target: Any, args: tuple[Any, ...], interval_s: float) -> tuple[list[Row], dict[str, Any]]:
+def run_phase(
+    name: str, target: Any, args: tuple[Any, ...], interval_s: float, log: csv.DictWriter
+) -> tuple[list[Row], dict[str, Any]]:
     """Run one phase in a fresh (spawned) process, sampling its RSS until it ends.
 
     :param name: the phase's name in the samples.
     :param target: :func:`train` or :func:`stylize`.
     :param args: its arguments before the counters and the queue.
     :param interval_s: seconds between samples.
+    :param log: where each sample is written as it is taken (:data:`SAMPLE_FIELDS`), so that a long run that
+        fails late keeps them.
     :return: the samples and the phase's summary.
     :raises RuntimeError: the phase's process failed.
     """
@@ -219,18 +226,9 @@ def run_phase(name: str, target: Any, args: tuple[Any, ...], interval_s: float) 
             rss = memory.memory_info().rss
         except psutil.NoSuchProcess:
             break
-        samples.append(
-            {
-                "phase": name,
-                "seconds": round(time.monotonic() - start, 2),
-                "rss_mib": round(rss / MIB, 2),
-                "steps": int(progress[STEPS]),
-                "buffer_transitions": int(progress[FILL]),
-                "checkpoints": int(progress[CHECKPOINTS]),
-                "images": int(progress[IMAGES]),
-                "load_1min": load_1min(),
-            }
-        )
+        values = (round(time.monotonic() - start, 2), round(rss / MIB, 2), *map(int, progress), load_1min())
+        samples.append(dict(zip(SAMPLE_FIELDS, (name, *values))))
+        log.writerow(samples[-1])
         try:
             summary = results.get(timeout=interval_s)
         except queue.Empty:
@@ -327,6 +325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         __doc__, device="cpu", threads_help="torch CPU threads of each phase", seed_help="training and sizes seed"
     )
     p.add_argument("--minutes", type=float_range(0.0), default=30.0, help="training time")
+    p.add_argument("--max-steps", type=int_range(0), default=0, help="stop training after N env steps (0: time only)")
     p.add_argument("--image-size", type=int_range(16, 4096), default=32, help="training image side in px")
     p.add_argument(
         "--hyperparams",
@@ -337,9 +336,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--save-every-s", type=float_range(0.0), default=60.0, help="seconds between checkpoints")
     p.add_argument("--images", type=int_range(1), default=2000, help="(content, style) pairs to stylise")
-    p.add_argument("--steps", type=int_range(1, 1000), default=10, help="stylisation steps per image")
-    p.add_argument("--min-side", type=int_range(16), default=64, help="shortest longer side of a photo, px")
-    p.add_argument("--max-side", type=int_range(16), default=128, help="longest longer side of a photo, px")
+    p.add_argument("--steps", type=int_range(1, 1000), default=5, help="stylisation steps per image")
+    p.add_argument("--min-side", type=int_range(16), default=32, help="shortest longer side of a photo, px")
+    p.add_argument("--max-side", type=int_range(16), default=64, help="longest longer side of a photo, px")
     p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto", help="agents.stylize --backend")
     p.add_argument("--interval-s", type=float_range(0.0), default=1.0, help="seconds between RSS samples")
     args = p.parse_args(argv)
@@ -354,18 +353,16 @@ def main(argv: list[str] | None = None) -> list[Row]:
     args = parse_args(argv)
     machine = machine_info(args.device)
     settings = settings_of(args)
-    with tempfile.TemporaryDirectory() as folder:
-        trained, trained_summary = run_phase("training", train, (settings, folder), args.interval_s)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder, open(args.out / "soak_rss.csv", "w", newline="") as file:
+        log = csv.DictWriter(file, fieldnames=SAMPLE_FIELDS, extrasaction="ignore")
+        log.writeheader()
+        trained, trained_summary = run_phase("training", train, (settings, folder), args.interval_s, log)
         styled, styled_summary = run_phase(
-            "stylisation", stylize, (settings, folder, trained_summary["model"]), args.interval_s
+            "stylisation", stylize, (settings, folder, trained_summary["model"]), args.interval_s, log
         )
     rows = [summarise("training", trained, trained_summary), summarise("stylisation", styled, styled_summary)]
     samples = trained + styled
-    args.out.mkdir(parents=True, exist_ok=True)
-    with open(args.out / "soak_rss.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(dict.fromkeys(k for s in samples for k in s)))
-        writer.writeheader()
-        writer.writerows(samples)
     plot(samples, rows, args.out / "soak.png")
     Report(
         name="soak",
