@@ -68,7 +68,7 @@ def per_pair(pairs_csvs: Sequence[Path]) -> PerPair:
     for r in rows:
         if r["method"] == CONTENT_PHOTO:
             known = photo_style.setdefault(r["pair"], float(r["style_loss"]))
-            if not np.isclose(known, float(r["style_loss"]), rtol=1e-5):
+            if not np.isclose(known, float(r["style_loss"]), rtol=1e-3):  # float noise: ~1e-4 seen
                 raise ValueError(f"the files score the photo of {r['pair']} differently: another size or judge?")
     grouped: PerPair = {}
     for r in rows:
